@@ -1,0 +1,210 @@
+"""Render the model into unit files with jinja2: `{filename: text}`, same input → same bytes."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+
+import jinja2
+
+from pcsystemd import escape
+from pcsystemd.errors import PcsystemdError
+from pcsystemd.model import (
+    DEFAULT_CONFIG_PATH,
+    GENERATED_MARKER,
+    KILL_GRACE_SECONDS,
+    RECORD_MARGIN_SECONDS,
+    UNIT_PREFIX,
+    GlobalConfig,
+    Job,
+)
+
+NOTIFY_TEMPLATE_UNIT = f"{UNIT_PREFIX}notify@.service"
+_SHIPPED_TEMPLATE_NAMES = ("job.service.j2", "job.timer.j2", "tag.target.j2", "header.j2")
+_DEBIAN_TEMPLATES = Path("/usr/share/pcsystemd/templates")
+_DEFAULT_JOB_DIRECTORY = GlobalConfig().job_directory
+
+
+class RenderError(PcsystemdError):
+    """A template is missing or broken, or a value cannot be written safely into a unit."""
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """What the templates need beyond the job itself, derived here so templates stay simple."""
+
+    exec_start: tuple[str, ...]
+    lock_directory: str
+    lock_file: str
+    logs_directory: str | None  # relative to /var/log, for LogsDirectory=
+    state_directory: str | None  # relative to /var/lib, for StateDirectory=
+    extra_writable_paths: tuple[str, ...]
+    kill_grace_seconds: int
+    stop_timeout_seconds: int
+    tag_targets: tuple[str, ...]
+    notify_unit: str
+
+
+def tag_target_name(tag: str) -> str:
+    return f"{UNIT_PREFIX}tag-{tag}.target"
+
+
+def shipped_templates_directory() -> Path:
+    """The templates that come with pcsystemd: inside the package, the checkout, or Debian's."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "templates", here.parent / "templates", _DEBIAN_TEMPLATES):
+        if (candidate / "job.service.j2").is_file():
+            return candidate
+    raise RenderError(
+        f"the shipped unit templates are missing (looked for {_SHIPPED_TEMPLATE_NAMES[0]} in "
+        f"{here / 'templates'}, {here.parent / 'templates'} and {_DEBIAN_TEMPLATES}); "
+        "reinstall pcsystemd"
+    )
+
+
+def resolve_shim_path(config: GlobalConfig) -> str:
+    """The absolute path of the `pcsystemd` entry point that units run as ExecStart=."""
+    if config.shim_path:
+        return config.shim_path
+    running = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if running and running.name in ("pcsystemd", "pcsystemd-generator"):
+        sibling = running.with_name("pcsystemd")
+        if sibling.is_file():
+            return str(sibling)
+    found = shutil.which("pcsystemd")
+    return str(Path(found).resolve()) if found else "/usr/bin/pcsystemd"
+
+
+def shim_command(config: GlobalConfig) -> tuple[str, ...]:
+    """The shim's argv prefix, with the config and job directory it must use when not default."""
+    argv = [resolve_shim_path(config)]
+    if config.source_path is not None and str(config.source_path) != DEFAULT_CONFIG_PATH:
+        argv += ["--config", str(config.source_path)]
+    if config.job_directory != _DEFAULT_JOB_DIRECTORY:
+        argv += ["--jobs", str(config.job_directory)]
+    return tuple(argv)
+
+
+def _managed_directory(directory: Path, base: str, slug: str) -> str | None:
+    """`LogsDirectory=`/`StateDirectory=` take paths relative to /var/log or /var/lib."""
+    path = PurePosixPath(directory) / slug
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return None
+
+
+def unit_settings(job: Job, config: GlobalConfig) -> UnitSettings:
+    logs = _managed_directory(config.log_directory, "/var/log", job.slug)
+    state = _managed_directory(config.state_directory, "/var/lib", job.slug)
+    writable = list(job.read_write_paths)
+    # Directories outside /var/log and /var/lib are not created by systemd: the shim creates
+    # them, and strict hardening must leave them writable.
+    if logs is None:
+        writable.append(str(config.log_directory))
+    if state is None:
+        writable.append(str(config.state_directory))
+    lock_file = config.lock_directory / f"{job.lock_group}.lock"
+    base = shim_command(config)
+    return UnitSettings(
+        exec_start=(base[0], "run-job", *base[1:], job.slug),
+        lock_directory=str(config.lock_directory),
+        lock_file=str(lock_file),
+        logs_directory=logs,
+        state_directory=state,
+        extra_writable_paths=tuple(dict.fromkeys(writable)),
+        kill_grace_seconds=KILL_GRACE_SECONDS,
+        stop_timeout_seconds=KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS,
+        tag_targets=tuple(tag_target_name(tag) for tag in job.tags),
+        notify_unit=f"{UNIT_PREFIX}notify@{job.slug}.service",
+    )
+
+
+@lru_cache(maxsize=8)
+def _environment(override_directory: Path | None) -> jinja2.Environment:
+    directories = [str(shipped_templates_directory())]
+    if override_directory is not None:
+        directories.insert(0, str(override_directory))
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directories),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    environment.filters.update(
+        unit_text=escape.unit_text,
+        comment=escape.comment,
+        specifiers=escape.specifiers,
+        quoted=escape.quoted,
+        path=escape.path,
+        path_list=escape.path_list,
+        exec_command=escape.exec_command,
+    )
+    environment.globals.update(
+        environment_assignment=escape.environment_assignment, marker=GENERATED_MARKER
+    )
+    return environment
+
+
+def _render(config: GlobalConfig, template_name: str, **context: object) -> str:
+    environment = _environment(config.templates_directory)
+    try:
+        text = environment.get_template(template_name).render(**context)
+    except jinja2.TemplateNotFound as error:
+        raise RenderError(f"unit template {error.name!r} not found") from error
+    except jinja2.TemplateError as error:
+        where = getattr(error, "filename", None) or template_name
+        line = getattr(error, "lineno", None)
+        raise RenderError(f"{where}:{line or 0}: template error: {error}") from error
+    except escape.UnsafeValueError as error:
+        raise RenderError(f"{context.get('source', template_name)}: {error}") from error
+    return text
+
+
+def render_job(job: Job, config: GlobalConfig) -> dict[str, str]:
+    """The job's service unit and, when it is scheduled and enabled, its timer."""
+    context = {"job": job, "unit": unit_settings(job, config), "source": str(job.source_path)}
+    files = {job.service_name: _render(config, "job.service.j2", **context)}
+    if job.scheduled:
+        files[job.timer_name] = _render(config, "job.timer.j2", **context)
+    return files
+
+
+def render_all(jobs: Iterable[Job], config: GlobalConfig) -> dict[str, str]:
+    """Every job's units plus the shared ones: a target per tag and the notify template unit."""
+    jobs = sorted(jobs, key=lambda job: job.slug)
+    files: dict[str, str] = {}
+    timers_by_tag: dict[str, list[str]] = {}
+    for job in jobs:
+        files.update(render_job(job, config))
+        for tag in job.tags:
+            timers = timers_by_tag.setdefault(tag, [])
+            if job.scheduled:
+                timers.append(job.timer_name)
+    for tag in sorted(timers_by_tag):
+        files[tag_target_name(tag)] = _render(
+            config,
+            "tag.target.j2",
+            tag=tag,
+            timers=timers_by_tag[tag],
+            source=f"the jobs tagged {tag} in {config.job_directory}",
+        )
+    files[NOTIFY_TEMPLATE_UNIT] = render_notify_unit(config)
+    return dict(sorted(files.items()))
+
+
+def render_notify_unit(config: GlobalConfig) -> str:
+    """`pcsystemd-notify@.service`: OnFailure= target of every job that notifies."""
+    command = " ".join(escape.exec_word(word) for word in shim_command(config))
+    return _render(
+        config,
+        NOTIFY_TEMPLATE_UNIT,
+        shim_command=command,
+        source="pcsystemd's notify template",
+    )
