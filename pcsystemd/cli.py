@@ -68,10 +68,12 @@ def command_generate(args: argparse.Namespace) -> int:
     from pcsystemd.install import sync_directory
     from pcsystemd.jobfile import load_jobs
     from pcsystemd.render import render_all
+    from pcsystemd.switches import honour_runtime_switches
 
     config = load_config(args)
     output = Path(args.output) if args.output else config.unit_directory
     jobs, diagnostics = load_jobs(config)
+    jobs = honour_runtime_switches(jobs, config)
     print_diagnostics(diagnostics)
     invalid = _error_count(diagnostics)
     dry_run = args.dry_run or args.diff
@@ -135,7 +137,8 @@ def command_explain(args: argparse.Namespace) -> int:
     if job.disabled:
         print("# disabled: no timer is generated; these times apply once it is enabled")
     zone = ZoneInfo(job.timezone) if job.timezone else None
-    now = datetime.now(zone) if zone else datetime.now().astimezone()
+    # A naive local "now" (not a fixed-offset one) so times across a DST change stay right.
+    now = datetime.now(zone) if zone else datetime.now()
     expressions = [schedule.expression for schedule in job.schedules]
     print(f"# next {args.count} run(s) of {', '.join(repr(e) for e in expressions)}:")
     for when in next_fire_times(expressions, now, args.count):
@@ -151,23 +154,31 @@ def command_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_common_options(parser: argparse.ArgumentParser) -> None:
+def _add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
-        default=None,
+        default=default,
         help="global config (default: $PCSYSTEMD_CONFIG or /etc/pcsystemd/pcsystemd.yaml)",
     )
     parser.add_argument(
-        "--jobs", metavar="DIR", default=None, help="job directory (overrides the config)"
+        "--jobs", metavar="DIR", default=default, help="job directory (overrides the config)"
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--debug", action="store_true", default=default or False, help="show tracebacks"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; also the source of the shell completion."""
+    from pcsystemd import apply, operate
+
     common = argparse.ArgumentParser(add_help=False)
     _add_common_options(common)
+    # A sub-command's defaults would overwrite the options given before it
+    # (`pcsystemd --config X apply`), so there they only set what is on the line.
+    sub_common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(sub_common, default=argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="pcsystemd",
         description="Compile audited YAML job files into systemd units and run them.",
@@ -177,12 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub = commands.add_parser(name, parents=[sub_common], help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
 
     generate = add("generate", command_generate, "compile the job directory into unit files")
-    generate.add_argument("--output", metavar="DIR", help="where to write (default: unit_directory)")
+    generate.add_argument(
+        "--output", metavar="DIR", help="where to write (default: unit_directory)"
+    )
     mode = generate.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="only say what would change")
     mode.add_argument("--diff", action="store_true", help="print a unified diff; write nothing")
@@ -195,9 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--count", type=int, default=5, metavar="N", help="how many run times")
     schema_parser = add("schema", command_schema, "print the job file reference (markdown)")
     schema_parser.add_argument("--sample", action="store_true", help="print a sample job instead")
-    for name, help_text in (
-        ("run-job", "run a job now, in this process (the units' ExecStart=)"),
-    ):
+    apply.add_commands(add)
+    operate.add_commands(add)
+    for name, help_text in (("run-job", "run a job now, in this process (the units' ExecStart=)"),):
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
