@@ -210,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema_parser.add_argument("--sample", action="store_true", help="print a sample job instead")
     apply.add_commands(add)
     operate.add_commands(add)
-    for name, help_text in (("run-job", "run a job now, in this process (the units' ExecStart=)"),):
+    for name, help_text in (
+        ("run-job", "run a job now, in this process (the units' ExecStart=)"),
+        ("notify", "send the failure/recovery notice of a job's last run (the notify unit)"),
+    ):
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -222,6 +225,10 @@ def _run(argv: list[str]) -> int:
         from pcsystemd import runner
 
         return runner.main(argv[1:])
+    if argv[:1] == ["notify"]:
+        from pcsystemd import notify
+
+        return notify.main(argv[1:])
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     return handler(args)

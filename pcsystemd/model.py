@@ -24,7 +24,9 @@ def unit_base_name(slug: str) -> str:
 class Mode(StrEnum):
     """How compiled units reach systemd; exactly one mode owns a host's pcsystemd units."""
 
-    GENERATOR = "generator"  # pcsystemd-generator at boot and daemon-reload (/run/systemd/generator)
+    GENERATOR = (
+        "generator"  # pcsystemd-generator at boot and daemon-reload (/run/systemd/generator)
+    )
     APPLY = "apply"  # `pcsystemd apply` from config management (/etc/systemd/system)
 
 
@@ -48,7 +50,9 @@ class Hardening(StrEnum):
 
     NONE = "none"  # no sandboxing beyond User=/Group=
     BASIC = "basic"  # NoNewPrivileges, PrivateTmp, ProtectSystem=full, ProtectHome=read-only...
-    STRICT = "strict"  # basic + ProtectSystem=strict (read-only /), ProtectHome=yes, kernel protections
+    STRICT = (
+        "strict"  # basic + ProtectSystem=strict (read-only /), ProtectHome=yes, kernel protections
+    )
 
     def at_least(self, other: Hardening) -> bool:
         order = [Hardening.NONE, Hardening.BASIC, Hardening.STRICT]
@@ -210,6 +214,17 @@ class GlobalConfig:
     history_length: int = 100
     # Absolute path of the `pcsystemd` entry point for ExecStart=; None: the one running now.
     shim_path: str | None = None
+    # Flag files of `pcsystemd disable JOB` (runtime switch, no YAML edit). Under /etc, not
+    # /var: the generator runs before /var is mounted (systemd.generator(7)).
+    disabled_directory: Path = Path("/etc/pcsystemd/disabled")
+    # Failure notification (pcsystemd-notify@.service). Mail goes through the local sendmail
+    # when that exists, else straight to the SMTP server below. Timeouts are in seconds.
+    mail_from: str | None = None  # None: pcsystemd@<host name>; a job's failmail.from wins
+    sendmail_path: str = "/usr/sbin/sendmail"
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_timeout: float = 30.0
+    webhook_timeout: float = 10.0
 
     def user_allowed(self, user: str) -> bool:
         if user in ("root", "0"):

@@ -24,6 +24,7 @@ from pcsystemd.model import (
 )
 
 NOTIFY_TEMPLATE_UNIT = f"{UNIT_PREFIX}notify@.service"
+LOCK_TEMPLATE_UNIT = f"{UNIT_PREFIX}lock@.service"
 _SHIPPED_TEMPLATE_NAMES = ("job.service.j2", "job.timer.j2", "tag.target.j2", "header.j2")
 _DEBIAN_TEMPLATES = Path("/usr/share/pcsystemd/templates")
 _DEFAULT_JOB_DIRECTORY = GlobalConfig().job_directory
@@ -38,8 +39,8 @@ class UnitSettings:
     """What the templates need beyond the job itself, derived here so templates stay simple."""
 
     exec_start: tuple[str, ...]
-    lock_directory: str
     lock_file: str
+    lock_unit: str
     logs_directory: str | None  # relative to /var/log, for LogsDirectory=
     state_directory: str | None  # relative to /var/lib, for StateDirectory=
     extra_writable_paths: tuple[str, ...]
@@ -79,9 +80,12 @@ def resolve_shim_path(config: GlobalConfig) -> str:
     return str(Path(found).resolve()) if found else "/usr/bin/pcsystemd"
 
 
-def shim_command(config: GlobalConfig) -> tuple[str, ...]:
-    """The shim's argv prefix, with the config and job directory it must use when not default."""
-    argv = [resolve_shim_path(config)]
+def shim_command(config: GlobalConfig, subcommand: str) -> tuple[str, ...]:
+    """`pcsystemd SUBCOMMAND` with the config and job directory it must use when not default.
+
+    The options follow the sub-command: `run-job` and `notify` parse their own arguments.
+    """
+    argv = [resolve_shim_path(config), subcommand]
     if config.source_path is not None and str(config.source_path) != DEFAULT_CONFIG_PATH:
         argv += ["--config", str(config.source_path)]
     if config.job_directory != _DEFAULT_JOB_DIRECTORY:
@@ -109,11 +113,10 @@ def unit_settings(job: Job, config: GlobalConfig) -> UnitSettings:
     if state is None:
         writable.append(str(config.state_directory))
     lock_file = config.lock_directory / f"{job.lock_group}.lock"
-    base = shim_command(config)
     return UnitSettings(
-        exec_start=(base[0], "run-job", *base[1:], job.slug),
-        lock_directory=str(config.lock_directory),
+        exec_start=(*shim_command(config, "run-job"), job.slug),
         lock_file=str(lock_file),
+        lock_unit=f"{UNIT_PREFIX}lock@{job.lock_group}.service",
         logs_directory=logs,
         state_directory=state,
         extra_writable_paths=tuple(dict.fromkeys(writable)),
@@ -196,15 +199,20 @@ def render_all(jobs: Iterable[Job], config: GlobalConfig) -> dict[str, str]:
             source=f"the jobs tagged {tag} in {config.job_directory}",
         )
     files[NOTIFY_TEMPLATE_UNIT] = render_notify_unit(config)
+    files[LOCK_TEMPLATE_UNIT] = _render(
+        config,
+        LOCK_TEMPLATE_UNIT,
+        lock_directory=str(config.lock_directory),
+        source="pcsystemd's lock template",
+    )
     return dict(sorted(files.items()))
 
 
 def render_notify_unit(config: GlobalConfig) -> str:
     """`pcsystemd-notify@.service`: OnFailure= target of every job that notifies."""
-    command = " ".join(escape.exec_word(word) for word in shim_command(config))
     return _render(
         config,
         NOTIFY_TEMPLATE_UNIT,
-        shim_command=command,
+        notify_command=escape.exec_command(shim_command(config, "notify")),
         source="pcsystemd's notify template",
     )

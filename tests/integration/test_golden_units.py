@@ -22,7 +22,9 @@ from pcsystemd.render import render_all
 
 CASES = Path(__file__).resolve().parent.parent / "cases"
 GOLDEN_CASES = sorted(
-    path.name for path in CASES.iterdir() if (path / "job.yaml").is_file() and path.name != "invalid"
+    path.name
+    for path in CASES.iterdir()
+    if (path / "job.yaml").is_file() and path.name != "invalid"
 )
 REGENERATE = os.environ.get("PCSYSTEMD_REGENERATE") == "1"
 # Where the golden files say the job lives, so they do not depend on the checkout's path.
@@ -33,7 +35,7 @@ CANONICAL_CONFIG = Path("/etc/pcsystemd/pcsystemd.yaml")
 def render_case(name: str, tmp_path: Path, shim_path: str) -> dict[str, str]:
     case = CASES / name
     jobs_directory = tmp_path / "jobs"
-    jobs_directory.mkdir(mode=0o755)
+    jobs_directory.mkdir(mode=0o755, parents=True)
     shutil.copyfile(case / "job.yaml", jobs_directory / f"{name}.yaml")
     config_file = case / "config.yaml"
     config = load_global_config(config_file) if config_file.exists() else GlobalConfig()

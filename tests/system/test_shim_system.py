@@ -1,0 +1,179 @@
+"""The runtime shim under a real systemd: units started with systemctl, results as systemd sees
+them, output in the log file and the journal, timeouts, stops and the lock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .harness import Sandbox, wait_until
+from .live import pcsystemd, write_job
+
+pytestmark = pytest.mark.system
+
+
+def start_and_wait(box: Sandbox, slug: str) -> int:
+    """`systemctl start --wait`: returns when the run has ended; its exit status.
+
+    The tests start from a clean /run (no lock directory or lock file yet), as after a boot:
+    the unit itself must manage that first start.
+    """
+    started = box.systemctl("start", "--wait", f"pcsystemd-{slug}.service", check=False)
+    return started.returncode
+
+
+def journal_of(box: Sandbox, slug: str, *options: str) -> str:
+    box.exec(["journalctl", "--flush"], check=False)
+    argv = ["journalctl", "--no-pager", "-o", "cat", "-u", f"pcsystemd-{slug}.service"]
+    return box.exec([*argv, *options]).stdout
+
+
+def run_log(box: Sandbox, slug: str) -> str:
+    found = box.exec(["sh", "-c", f"cat /var/log/pcsystemd/{slug}/{slug}-*.log"], check=False)
+    return found.stdout
+
+
+def last_run(box: Sandbox, slug: str) -> dict[str, object]:
+    data = json.loads(box.read_file(f"/var/lib/pcsystemd/{slug}/history.json"))
+    run: dict[str, object] = data["runs"][-1]
+    return run
+
+
+def test_a_successful_run_logs_to_file_and_journal(clean_sandbox: Sandbox) -> None:
+    box = clean_sandbox
+    write_job(
+        box,
+        "hello",
+        "name: Hello\n"
+        "command: /bin/sh -c 'echo out-line as $(id -un); echo err-line >&2; echo out-two'\n",
+    )
+    pcsystemd(box, "reload")
+    assert start_and_wait(box, "hello") == 0
+    assert box.unit_property("pcsystemd-hello.service", "Result") == "success"
+    assert box.unit_property("pcsystemd-hello.service", "ActiveState") == "inactive"
+
+    log = run_log(box, "hello")
+    assert "[stdout] out-line as pcsystemd\n" in log
+    assert "[stderr] err-line\n" in log
+    assert "# command: /bin/sh -c 'echo out-line" in log
+    assert log.endswith("# result: success\n# exit status: 0\n")
+    files = box.exec(["ls", "-ln", "/var/log/pcsystemd/hello"]).stdout
+    assert files.count("hello-") == 1
+
+    journal = wait_until(
+        lambda: next((text for text in [journal_of(box, "hello")] if "hello: success" in text), ""),
+        15,
+        message="the run's result message in the journal",
+    )
+    assert "out-line as pcsystemd" in journal and "err-line" in journal and "out-two" in journal
+    errors = journal_of(box, "hello", "-p", "err").splitlines()
+    assert errors == ["err-line"], "exactly the job's stderr lines are at error priority"
+
+    # The shim's own messages carry structured fields that link them to the run.
+    entries = [
+        json.loads(line)
+        for line in box.exec(
+            ["journalctl", "--no-pager", "-o", "json", "PCSYSTEMD_JOB=hello"]
+        ).stdout.splitlines()
+    ]
+    run_id = last_run(box, "hello")["run_id"]
+    assert {entry["PCSYSTEMD_RUN"] for entry in entries} == {run_id}
+    assert any(entry.get("PCSYSTEMD_RESULT") == "success" for entry in entries)
+    assert all(entry.get("_SYSTEMD_UNIT") == "pcsystemd-hello.service" for entry in entries)
+
+
+def test_a_failing_run_ends_the_unit_with_exit_code(clean_sandbox: Sandbox) -> None:
+    box = clean_sandbox
+    write_job(box, "fails", "name: Fails\ncommand: /bin/sh -c 'echo broken >&2; exit 3'\n")
+    pcsystemd(box, "reload")
+    assert start_and_wait(box, "fails") != 0
+    assert box.unit_property("pcsystemd-fails.service", "Result") == "exit-code"
+    assert box.unit_property("pcsystemd-fails.service", "ActiveState") == "failed"
+    assert box.unit_property("pcsystemd-fails.service", "ExecMainStatus") == "3"
+    assert "# result: failed\n# exit status: 3\n" in run_log(box, "fails")
+    assert last_run(box, "fails")["result"] == "failed"
+
+
+def test_a_hung_job_times_out_with_its_whole_tree(clean_sandbox: Sandbox) -> None:
+    box = clean_sandbox
+    # The main process and two descendants ignore SIGTERM; one left the session (setsid).
+    box.write_file(
+        "/usr/local/bin/hang",
+        "#!/bin/sh\ntrap '' TERM\n(exec sleep 300) &\nsetsid sleep 301 &\n"
+        "echo hanging\nsleep 302\n",
+        mode=0o755,
+    )
+    write_job(box, "hangs", "name: Hangs\ncommand: /usr/local/bin/hang\ntimeout: 2s\n")
+    pcsystemd(box, "reload")
+    assert start_and_wait(box, "hangs") != 0
+    assert box.unit_property("pcsystemd-hangs.service", "Result") == "timeout"
+    log = run_log(box, "hangs")
+    assert "[stdout] hanging\n" in log
+    assert "time is up: sending SIGTERM" in log and "sending SIGKILL" in log
+    assert "# result: timeout\n" in log
+    assert last_run(box, "hangs")["result"] == "timeout"
+    # Nothing of the job is left in its cgroup, and no sleeper escaped anywhere.
+    assert box.unit_property("pcsystemd-hangs.service", "TasksCurrent") in ("", "[not set]", "0")
+    survivors = box.exec(["pgrep", "-f", "sleep 30[012]"], check=False)
+    assert survivors.stdout == "", survivors.stdout
+
+
+def test_systemctl_stop_is_a_clean_stop_recorded_as_stopped(clean_sandbox: Sandbox) -> None:
+    box = clean_sandbox
+    write_job(box, "long", "name: Long\ncommand: /bin/sh -c 'echo begun; exec sleep 300'\n")
+    pcsystemd(box, "reload")
+    box.systemctl("start", "pcsystemd-long.service")
+    wait_until(lambda: "[stdout] begun" in run_log(box, "long"), 15, message="the job to start")
+    box.systemctl("stop", "pcsystemd-long.service")
+    assert box.unit_property("pcsystemd-long.service", "ActiveState") == "inactive"
+    assert box.unit_property("pcsystemd-long.service", "Result") == "success"
+    assert last_run(box, "long")["result"] == "stopped"
+    assert "# result: stopped\n" in run_log(box, "long")
+
+
+def test_the_lock_file_is_out_of_the_job_users_reach(clean_sandbox: Sandbox) -> None:
+    box = clean_sandbox
+    write_job(box, "locked", "name: Locked\ncommand: /bin/true\n")
+    pcsystemd(box, "reload")
+    assert start_and_wait(box, "locked") == 0
+    listing = box.exec(["stat", "-c", "%a %U", "/run/pcsystemd/locks"]).stdout.split()
+    assert listing == ["700", "root"]
+    opened = box.exec(
+        ["python3", "-c", "open('/run/pcsystemd/locks/locked.lock')"],
+        user="pcsystemd",
+        check=False,
+    )
+    assert opened.returncode != 0 and "PermissionError" in opened.stderr
+    by_hand = box.exec(["pcsystemd", "run-job", "locked"], user="pcsystemd", check=False)
+    assert by_hand.returncode != 0
+    assert "only accessible to root" in by_hand.stderr and "pcsystemd start" in by_hand.stderr
+
+
+def test_kill_9_of_the_shim_frees_the_lock_for_the_next_run(clean_sandbox: Sandbox) -> None:
+    box = clean_sandbox
+    write_job(
+        box,
+        "victim",
+        "name: Victim\ncommand: /bin/sh -c 'echo started; exec sleep 300'\noverlap: fail\n",
+    )
+    write_job(
+        box,
+        "sibling",
+        "name: Sibling\ncommand: /bin/echo sibling ran\nlock: victim\noverlap: fail\n",
+    )
+    pcsystemd(box, "reload")
+    box.systemctl("start", "pcsystemd-victim.service")
+    wait_until(lambda: "[stdout] started" in run_log(box, "victim"), 15, message="the victim")
+    # The shared lock group is busy: the sibling is refused.
+    assert start_and_wait(box, "sibling") != 0
+    assert last_run(box, "sibling")["result"] == "locked"
+
+    box.systemctl("kill", "--kill-who=main", "--signal=SIGKILL", "pcsystemd-victim.service")
+    wait_until(
+        lambda: box.unit_property("pcsystemd-victim.service", "ActiveState") != "active",
+        30,
+        message="the killed unit to stop",
+    )
+    assert start_and_wait(box, "sibling") == 0
+    assert last_run(box, "sibling")["result"] == "success"
