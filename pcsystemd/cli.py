@@ -154,7 +154,14 @@ def command_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+def _common_options(*, top_level: bool) -> argparse.ArgumentParser:
+    """--config/--jobs/--debug, accepted before and after the sub-command.
+
+    The sub-commands' copies default to SUPPRESS: a default of None there would overwrite a
+    value given before the sub-command (`pcsystemd --jobs DIR explain yak`).
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    default = None if top_level else argparse.SUPPRESS
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -165,24 +172,23 @@ def _add_common_options(parser: argparse.ArgumentParser, default: object = None)
         "--jobs", metavar="DIR", default=default, help="job directory (overrides the config)"
     )
     parser.add_argument(
-        "--debug", action="store_true", default=default or False, help="show tracebacks"
+        "--debug",
+        action="store_true",
+        default=False if top_level else argparse.SUPPRESS,
+        help="show tracebacks",
     )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; also the source of the shell completion."""
     from pcsystemd import apply, operate
 
-    common = argparse.ArgumentParser(add_help=False)
-    _add_common_options(common)
-    # A sub-command's defaults would overwrite the options given before it
-    # (`pcsystemd --config X apply`), so there they only set what is on the line.
-    sub_common = argparse.ArgumentParser(add_help=False)
-    _add_common_options(sub_common, default=argparse.SUPPRESS)
+    sub_common = _common_options(top_level=False)
     parser = argparse.ArgumentParser(
         prog="pcsystemd",
         description="Compile audited YAML job files into systemd units and run them.",
-        parents=[common],
+        parents=[_common_options(top_level=True)],
     )
     parser.add_argument("--version", action="version", version=f"pcsystemd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
