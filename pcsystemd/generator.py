@@ -42,8 +42,10 @@ def generate_into(directory: Path, config: GlobalConfig) -> tuple[int, list[Diag
     from pcsystemd.install import write_atomically
     from pcsystemd.jobfile import load_jobs
     from pcsystemd.render import render_all
+    from pcsystemd.switches import honour_runtime_switches
 
     jobs, diagnostics = load_jobs(config)
+    jobs = honour_runtime_switches(jobs, config)
     files = render_all(jobs, config)
     wants = directory / "timers.target.wants"
     for name, text in files.items():
@@ -68,7 +70,9 @@ def run(argv: Sequence[str]) -> int:
 
         config = load_global_config(None)
         if config.mode is not Mode.GENERATOR:
-            report(_INFO, f"mode is {config.mode}: units come from `pcsystemd apply`; nothing to do")
+            report(
+                _INFO, f"mode is {config.mode}: units come from `pcsystemd apply`; nothing to do"
+            )
             return 0
         count, diagnostics = generate_into(normal_directory, config)
     except PcsystemdError as error:

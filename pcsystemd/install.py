@@ -106,7 +106,9 @@ def sync_directory(
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise InstallError(f"{directory}: cannot create the output directory: {error}") from error
+            raise InstallError(
+                f"{directory}: cannot create the output directory: {error}"
+            ) from error
     for name, text in sorted(files.items()):
         target = directory / name
         old = _read_text(target)

@@ -135,6 +135,7 @@ def test_apply_removes_gone_jobs_and_leaves_nothing_failed(box: Sandbox) -> None
     assert ("reset-failed", "pcsystemd-broken.service") in done
 
     assert our_files(box) == [
+        "pcsystemd-lock@.service",
         "pcsystemd-notify@.service",
         "pcsystemd-stays.service",
         "pcsystemd-stays.timer",
