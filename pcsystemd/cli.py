@@ -90,10 +90,10 @@ def command_generate(args: argparse.Namespace) -> int:
         ):
             for name in names:
                 print(f"would {label} {output / name}")
-    verb = "would be" if dry_run else "were"
+    outcome = "dry run, nothing written" if dry_run else "written"
     print(
         f"pcsystemd: {len(jobs)} job(s) compiled, {invalid} invalid; "
-        f"in {output}: {changes.summary()} ({'dry run, nothing ' + verb + ' written' if dry_run else 'written'})",
+        f"in {output}: {changes.summary()} ({outcome})",
         file=sys.stderr,
     )
     return EXIT_INVALID_JOBS if invalid else EXIT_OK

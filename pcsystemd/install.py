@@ -1,4 +1,4 @@
-"""Write rendered units into a directory: atomically, only when changed, pruning only our own files."""
+"""Write rendered units into a directory: atomically, only when changed, pruning only ours."""
 
 from __future__ import annotations
 

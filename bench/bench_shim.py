@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Benchmark the runtime shim against running the bare command, and capture against `cat`.
+
+    .venv/bin/python bench/bench_shim.py [--runs N] [--size BYTES] [--line-length N]
+
+Prints figures and ratios side by side (not a test; nothing is asserted):
+
+1. Overhead per run: `pcsystemd run-job` (the real entry: cli.main, global config, job file
+   audit and parsing, lock, log file, history) against the bare command, both `/bin/true`.
+   Wall time and peak RSS, median of N interleaved runs. Targets: <= 30 ms and <= 20 MiB added.
+2. Capture throughput on 1 GiB of output: the shim running `cat FILE` (its log file gets every
+   line with a prefix) against `cat FILE | cat > out`. Best of 3 interleaved runs, since the
+   machine may be shared. Target: >= 80 % of cat's throughput. Also shown: the same with the
+   journal framing on (stdout named by $JOURNAL_STREAM, pointed at /dev/null here).
+
+Run as root (the shim opens the lock file itself when run by hand). Needs about 3.5 GiB of
+free space in $TMPDIR for the 1 GiB case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SHIM = [sys.executable, "-c", "import sys; from pcsystemd.cli import main; sys.exit(main())"]
+
+
+def timed(argv: list[str], **kwargs: object) -> tuple[float, int, int, float]:
+    """Wall seconds, peak RSS (KiB), exit status and CPU seconds (with children) of a process.
+
+    The RSS comes from /usr/bin/time: a child forked from this Python would report this
+    Python's memory as its own peak (the kernel keeps the pre-exec high-water mark).
+    """
+    with tempfile.NamedTemporaryFile("r") as report:
+        started = time.perf_counter()
+        status = subprocess.call(
+            ["/usr/bin/time", "-q", "-f", "%M %U %S", "-o", report.name, *argv], **kwargs
+        )  # type: ignore[arg-type]
+        elapsed = time.perf_counter() - started
+        peak, user, system = report.read().split()[-3:]
+    return elapsed, int(peak), status, float(user) + float(system)
+
+
+def set_up(work: Path) -> Path:
+    """A global config and two jobs under `work`; returns the config file."""
+    jobs = work / "jobs"
+    jobs.mkdir()
+    (jobs / "quick.yaml").write_text("name: Quick\ncommand: /bin/true\nuser: root\n")
+    (jobs / "flood.yaml").write_text(
+        f"name: Flood\ncommand: /bin/cat {work / 'input'}\nuser: root\n"
+    )
+    config = work / "pcsystemd.yaml"
+    config.write_text(
+        f"job_directory: {jobs}\nlog_directory: {work / 'log'}\n"
+        f"state_directory: {work / 'state'}\nlock_directory: {work / 'run' / 'locks'}\n"
+        "allowed_users: [root]\nallow_root: true\nlog_retention_runs: 1\n"
+    )
+    return config
+
+
+def overhead(config: Path, runs: int) -> None:
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    environment.pop("INVOCATION_ID", None)
+    environment.pop("JOURNAL_STREAM", None)
+    # /usr/bin/time's own fork and exec are in both columns alike.
+    bare: list[tuple[float, int]] = []
+    shim: list[tuple[float, int]] = []
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": environment}
+    command = [*SHIM, "run-job", "--config", str(config), "quick"]
+    for _ in range(2):  # warm the page cache and the bytecode caches
+        timed(command, **quiet)
+    for _ in range(runs):
+        seconds, rss, status, _ = timed(["/bin/true"], **quiet)
+        bare.append((seconds, rss))
+        seconds, rss, status, _ = timed(command, **quiet)
+        if status != 0:
+            sys.exit(f"the shim failed (exit status {status}): {' '.join(command)}")
+        shim.append((seconds, rss))
+    bare_ms = statistics.median(s for s, _ in bare) * 1000
+    shim_ms = statistics.median(s for s, _ in shim) * 1000
+    bare_mib = statistics.median(r for _, r in bare) / 1024
+    shim_mib = statistics.median(r for _, r in shim) / 1024
+    print(f"overhead per run (median of {runs}):")
+    print(f"  {'':24} {'bare /bin/true':>16} {'pcsystemd run-job':>18} {'added':>10} {'target':>8}")
+    print(
+        f"  {'wall time (ms)':24} {bare_ms:16.1f} {shim_ms:18.1f} {shim_ms - bare_ms:10.1f}"
+        f" {'<= 30':>8}"
+    )
+    print(
+        f"  {'peak RSS (MiB)':24} {bare_mib:16.1f} {shim_mib:18.1f} {shim_mib - bare_mib:10.1f}"
+        f" {'<= 20':>8}"
+    )
+
+
+def make_input(path: Path, size: int, line_length: int) -> None:
+    line = (b"2025-01-31 12:00:00,123 INFO worker: processed a batch of items " * 4)[
+        : line_length - 1
+    ] + b"\n"
+    block = line * max(1, (1 << 20) // len(line))
+    with open(path, "wb") as output:
+        left = size
+        while left > 0:
+            piece = block[:left]
+            output.write(piece)
+            left -= len(piece)
+
+
+def throughput(work: Path, config: Path, size: int, rounds: int) -> None:
+    source = work / "input"
+    subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)  # page cache
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    environment.pop("INVOCATION_ID", None)
+    environment.pop("JOURNAL_STREAM", None)
+    null = os.stat("/dev/null")
+    journal_environment = {**environment, "JOURNAL_STREAM": f"{null.st_dev}:{null.st_ino}"}
+    baseline_out = work / "cat.out"
+    shim_command = [*SHIM, "run-job", "--config", str(config), "flood"]
+    results: dict[str, list[float]] = {"cat": [], "shim": [], "shim+journal": []}
+    cpu: dict[str, list[float]] = {"cat": [], "shim": [], "shim+journal": []}
+    rss: dict[str, int] = {"shim": 0, "shim+journal": 0}
+    log_size = 0
+    for _ in range(rounds):
+        subprocess.run(["sync"], check=True)
+        seconds, _, _, used = timed(["sh", "-c", f"cat {source} | cat > {baseline_out}"])
+        results["cat"].append(seconds)
+        cpu["cat"].append(used)
+        baseline_out.unlink()
+        for name, env in (("shim", environment), ("shim+journal", journal_environment)):
+            subprocess.run(["sync"], check=True)
+            seconds, peak, status, used = timed(
+                shim_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+            )
+            cpu[name].append(used)
+            if status != 0:
+                sys.exit(f"the shim failed (exit status {status})")
+            results[name].append(seconds)
+            rss[name] = max(rss[name], peak)
+            logs = list((work / "log" / "flood").glob("flood-*.log"))
+            log_size = max(log_size, *(log.stat().st_size for log in logs))
+            for log in logs:
+                log.unlink()
+    mib = size / (1 << 20)
+    best = {name: min(times) for name, times in results.items()}
+    least_cpu = {name: min(times) for name, times in cpu.items()}
+    print(f"\ncapture of {mib:.0f} MiB of output (best of {rounds}; CPU includes the producer):")
+    print(
+        f"  {'':28} {'seconds':>8} {'MiB/s':>8} {'of cat':>8} {'CPU s':>7} {'of cat':>7}"
+        f" {'peak RSS':>10}"
+    )
+    for name, label in (
+        ("cat", "cat FILE | cat > out"),
+        ("shim", "pcsystemd run-job (log)"),
+        ("shim+journal", "  ... + journal framing"),
+    ):
+        ratio = best["cat"] / best[name]
+        cpu_ratio = least_cpu["cat"] / least_cpu[name] if least_cpu[name] else 1.0
+        peak = f"{rss[name] / 1024:.1f} MiB" if name in rss else ""
+        print(
+            f"  {label:28} {best[name]:8.2f} {mib / best[name]:8.0f} {ratio:8.0%}"
+            f" {least_cpu[name]:7.2f} {cpu_ratio:7.0%} {peak:>10}"
+        )
+    print(f"  target: >= 80 % of cat; log file {log_size / size:.2f} x the output's size")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="runs for the overhead figures")
+    parser.add_argument("--size", type=int, default=1 << 30, help="bytes of output to capture")
+    parser.add_argument("--line-length", type=int, default=100, help="bytes per output line")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the capture test")
+    parser.add_argument("--skip-capture", action="store_true", help="only the overhead figures")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root: a shim run by hand opens the lock file itself")
+    work = Path(tempfile.mkdtemp(prefix="pcsystemd-bench-"))
+    try:
+        config = set_up(work)
+        overhead(config, args.runs)
+        if not args.skip_capture:
+            make_input(work / "input", args.size, args.line_length)
+            throughput(work, config, args.size, args.rounds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""Per-job run history and circuit-breaker state: `<state_directory>/<slug>/history.json`.
+
+The file holds the last `history_length` runs (start, end, duration, result, exit status or
+signal, pid, log file) and the number of consecutive failures, plus whether the circuit
+breaker has tripped. It is only ever replaced whole: written to a temporary sibling, fsynced,
+then `os.replace`d over the old one, so a crash or a full disk leaves either the old or the
+new file, never a torn one. (The directory is not fsynced: that would only make the rename
+itself durable, at a cost on every run, and an older history after a power loss is
+acceptable; a corrupt one never happens.) Read-modify-write cycles hold a
+`flock` on `.history.lock` next to it, because a run refused for overlap records itself
+while the run holding the job's lock is still writing. A file that cannot be parsed is
+reported, moved aside to `history.json.corrupt`, and replaced by a fresh history: losing the
+record is better than refusing to run the job.
+
+While a run is live its record says `running` with the shim's pid and that process's start
+time, so `status` can say `{pid: …, status: running}` and tell a live run from one whose shim
+was killed (PID reuse cannot fool the start-time comparison).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pcsystemd.errors import RunError
+from pcsystemd.model import GlobalConfig, Job, RunResult
+
+HISTORY_FILE = "history.json"
+_LOCK_FILE = ".history.lock"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job, as the shim recorded it."""
+
+    run_id: str
+    result: RunResult
+    start: str  # UTC, runlog.utc_timestamp()
+    end: str | None = None
+    duration_seconds: float | None = None
+    exit_status: int | None = None
+    signal: str | None = None  # e.g. "SIGKILL" when the job died of a signal
+    pid: int | None = None  # the shim's pid (the unit's main PID)
+    pid_start: int | None = None  # that process's start time (clock ticks since boot)
+    log_file: str | None = None
+    attempts: int = 0
+    slow_start: bool = False
+    message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "result": self.result.value,
+            "start": self.start,
+            "end": self.end,
+            "duration_seconds": self.duration_seconds,
+            "exit_status": self.exit_status,
+            "signal": self.signal,
+            "pid": self.pid,
+            "pid_start": self.pid_start,
+            "log_file": self.log_file,
+            "attempts": self.attempts,
+            "slow_start": self.slow_start,
+            "message": self.message,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        if not isinstance(data, dict):
+            raise ValueError("a run is not an object")
+        duration = _optional(data, "duration_seconds", (int, float))
+        return cls(
+            run_id=_required(data, "run_id", str),
+            result=RunResult(_required(data, "result", str)),
+            start=_required(data, "start", str),
+            end=_optional(data, "end", str),
+            duration_seconds=None if duration is None else float(duration),
+            exit_status=_optional(data, "exit_status", int),
+            signal=_optional(data, "signal", str),
+            pid=_optional(data, "pid", int),
+            pid_start=_optional(data, "pid_start", int),
+            log_file=_optional(data, "log_file", str),
+            attempts=_optional(data, "attempts", int) or 0,
+            slow_start=bool(_optional(data, "slow_start", bool)),
+            message=_optional(data, "message", str),
+        )
+
+
+@dataclass(frozen=True)
+class Trip:
+    """Why the circuit breaker refuses further runs, until `pcsystemd reset JOB`."""
+
+    at: str
+    reason: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """A job's recorded runs (oldest first) and its breaker state."""
+
+    slug: str
+    runs: tuple[RunRecord, ...] = ()
+    consecutive_failures: int = 0
+    tripped: Trip | None = None
+    problem: str | None = field(default=None, compare=False)  # why the file could not be read
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "job": self.slug,
+            "consecutive_failures": self.consecutive_failures,
+            "tripped": None if self.tripped is None else vars(self.tripped),
+            "runs": [run.to_json() for run in self.runs],
+        }
+
+    @classmethod
+    def from_json(cls, slug: str, data: Any) -> History:
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise ValueError(f"not a pcsystemd history (format {_FORMAT})")
+        runs = data.get("runs")
+        if not isinstance(runs, list):
+            raise ValueError("`runs` is not a list")
+        tripped = data.get("tripped")
+        trip = None
+        if tripped is not None:
+            if not isinstance(tripped, dict):
+                raise ValueError("`tripped` is not an object")
+            trip = Trip(
+                at=_required(tripped, "at", str),
+                reason=_required(tripped, "reason", str),
+                run_id=_optional(tripped, "run_id", str),
+            )
+        failures = _required(data, "consecutive_failures", int)
+        if failures < 0:
+            raise ValueError("`consecutive_failures` is negative")
+        return cls(
+            slug=slug,
+            runs=tuple(RunRecord.from_json(run) for run in runs),
+            consecutive_failures=failures,
+            tripped=trip,
+        )
+
+    def run(self, run_id: str) -> RunRecord | None:
+        for record in reversed(self.runs):
+            if record.run_id == run_id:
+                return record
+        return None
+
+    def with_run(self, record: RunRecord, keep: int) -> History:
+        """This history with `record` added (or replacing the record of the same run)."""
+        runs = [run for run in self.runs if run.run_id != record.run_id]
+        runs.append(record)
+        return replace(self, runs=tuple(runs[-max(keep, 1) :]))
+
+
+def _required(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ValueError(f"`{key}` is missing or not a {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def _optional(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    if data.get(key) is None:
+        return None
+    return _required(data, key, kind)
+
+
+def finish_run(history: History, record: RunRecord, job: Job, keep: int) -> History:
+    """Record a finished run and move the failure streak and circuit breaker accordingly."""
+    failures = history.consecutive_failures
+    tripped = history.tripped
+    if record.result is RunResult.SUCCESS:
+        failures = 0
+    elif record.result.counts_towards_breaker():
+        failures += 1
+    if tripped is None and record.result.counts_towards_breaker():
+        reason = None
+        if record.exit_status is not None and record.exit_status in job.unrecoverable_exit_codes:
+            reason = f"exit status {record.exit_status} is listed as unrecoverable"
+        elif job.max_consecutive_failures and failures >= job.max_consecutive_failures:
+            reason = f"{failures} consecutive failures (max_consecutive_failures is "
+            reason += f"{job.max_consecutive_failures})"
+        if reason is not None:
+            tripped = Trip(at=record.end or record.start, reason=reason, run_id=record.run_id)
+    updated = replace(history, consecutive_failures=failures, tripped=tripped)
+    return updated.with_run(record, keep)
+
+
+def history_directory(config: GlobalConfig, slug: str) -> Path:
+    return config.state_directory / slug
+
+
+def history_path(config: GlobalConfig, slug: str) -> Path:
+    return history_directory(config, slug) / HISTORY_FILE
+
+
+def _load(path: Path, slug: str) -> History:
+    """The history in `path`: empty when missing, `problem` set when unreadable or corrupt."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return History(slug)
+    except OSError as error:
+        return History(slug, problem=f"cannot read {path}: {error.strerror}")
+    try:
+        return History.from_json(slug, json.loads(text))
+    except (ValueError, UnicodeDecodeError) as error:
+        return History(slug, problem=f"{path} is corrupt ({error})")
+
+
+def read_history(config: GlobalConfig, slug: str) -> History:
+    """A job's history for display; never changes anything (`problem` says what is wrong)."""
+    return _load(history_path(config, slug), slug)
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    try:
+        # Read-only is enough for flock, and lets the job user lock a file root created.
+        fd = os.open(directory / _LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise RunError(f"cannot write the history in {directory}: {error.strerror}") from error
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def update_history(
+    directory: Path, slug: str, change: Callable[[History], History]
+) -> tuple[History, str | None]:
+    """Apply `change` to the stored history under the history lock and store the result.
+
+    Returns the new history and, if the old file was corrupt (and was moved aside), a
+    message saying so. Raises RunError when the new file cannot be written.
+    """
+    path = directory / HISTORY_FILE
+    with _locked(directory):
+        current = _load(path, slug)
+        problem = current.problem
+        if problem is not None and path.exists():
+            try:
+                os.replace(path, path.with_name(HISTORY_FILE + ".corrupt"))
+                problem += f"; moved it to {HISTORY_FILE}.corrupt and started a new history"
+            except OSError as error:
+                problem += f"; could not move it aside ({error.strerror}), replacing it"
+        updated = change(_settle_dead_runs(replace(current, problem=None)))
+        atomic_write(path, encode(updated))
+    return updated, problem
+
+
+def encode(history: History) -> bytes:
+    """The file's bytes: one run per line, readable with less and diffable, and fast to write
+    (json.dumps with `indent` would take the pure-Python encoder)."""
+    data = history.to_json()
+    runs = data.pop("runs")
+    head = json.dumps(data)[:-1]
+    lines = [json.dumps(run) for run in runs]
+    body = "[\n" + ",\n".join(lines) + "\n]" if lines else "[]"
+    return f'{head}, "runs": {body}}}\n'.encode()
+
+
+def _settle_dead_runs(history: History) -> History:
+    """Mark `running` records whose shim is gone (killed with SIGKILL, power loss) as errors."""
+    runs = []
+    for run in history.runs:
+        if run.result is RunResult.RUNNING and not run_is_live(run):
+            run = replace(
+                run,
+                result=RunResult.ERROR,
+                message="the shim ended without recording a result (killed, or the machine "
+                "went down)",
+            )
+        runs.append(run)
+    return replace(history, runs=tuple(runs))
+
+
+def reset(config: GlobalConfig, slug: str) -> History:
+    """Clear the failure streak and the circuit breaker (`pcsystemd reset JOB`)."""
+    directory = history_directory(config, slug)
+    if not directory.is_dir():
+        return History(slug)
+    updated, _ = update_history(
+        directory, slug, lambda history: replace(history, consecutive_failures=0, tripped=None)
+    )
+    return updated
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as error:
+        raise RunError(f"cannot write {path}: {error.strerror}") from error
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)  # not subject to the umask
+            if os.geteuid() == 0:
+                # Root (`pcsystemd reset`) keeps the file owned like its directory, the job user.
+                directory = os.stat(path.parent)
+                os.fchown(fd, directory.st_uid, directory.st_gid)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except OSError as error:
+        with suppress(OSError):
+            os.unlink(temporary)
+        raise RunError(f"cannot write {path}: {error.strerror}") from error
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (None if there is no such pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            text = stat_file.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: count from its end.
+    fields = text[text.rfind(b")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def run_is_live(record: RunRecord) -> bool:
+    """Whether the shim that wrote this `running` record is still that same process."""
+    if record.pid is None:
+        return False
+    started = process_start_ticks(record.pid)
+    return started is not None and (record.pid_start is None or started == record.pid_start)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What `pcsystemd status JOB` says about a job's runs."""
+
+    slug: str
+    status: str  # "running", "never run", "tripped", or the last run's result
+    pid: int | None = None
+    last_run: RunRecord | None = None
+    consecutive_failures: int = 0
+    tripped: Trip | None = None
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        """process-control's form: `{pid: 5647, status: running}`."""
+        parts = [f"pid: {self.pid}"] if self.pid is not None else []
+        parts.append(f"status: {self.status}")
+        if self.status != "running" and self.last_run is not None:
+            parts.append(f"last_run: {self.last_run.start}")
+            if self.last_run.signal:
+                parts.append(f"signal: {self.last_run.signal}")
+            elif self.last_run.exit_status is not None:
+                parts.append(f"exit_status: {self.last_run.exit_status}")
+        if self.consecutive_failures:
+            parts.append(f"consecutive_failures: {self.consecutive_failures}")
+        return "{" + ", ".join(parts) + "}"
+
+
+def job_status(config: GlobalConfig, slug: str) -> JobStatus:
+    """The job's live run if there is one, else its last result (and the breaker's state)."""
+    history = read_history(config, slug)
+    finished = [run for run in history.runs if run.result is not RunResult.RUNNING]
+    last = finished[-1] if finished else None
+    common = {
+        "last_run": last,
+        "consecutive_failures": history.consecutive_failures,
+        "tripped": history.tripped,
+        "problem": history.problem,
+    }
+    for run in reversed(history.runs):
+        if run.result is RunResult.RUNNING and run_is_live(run):
+            return JobStatus(slug, "running", pid=run.pid, **common)  # type: ignore[arg-type]
+    if history.tripped is not None:
+        status = "tripped"
+    elif last is not None:
+        status = last.result.value
+    else:
+        status = "never run"
+    return JobStatus(slug, status, **common)  # type: ignore[arg-type]

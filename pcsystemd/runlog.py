@@ -1,0 +1,376 @@
+"""Per-run log files: naming, header and footer, line framing of captured output, retention.
+
+One file per run, `<log_directory>/<slug>/<slug>-YYYYmmdd-HHMMSS.log` (UTC start time, as
+process-control named them); a second run that starts in the same second gets `-1`, `-2`, ...
+The file is created with O_EXCL, so two runs can never share one.
+
+The file starts with a header of `# key: value` lines (command, pid, user, start) and ends
+with a footer (end, duration, result, exit status or signal). In between, every captured
+line is written as `HH:MM:SS.mmm [stdout] <bytes>`: the UTC time of day, then which stream
+(`[stdout]`, `[stderr]`, or `[pcsystemd]` for a note of the shim's own). The date is in the
+header, and a `# date:` line marks a change of date during the run. The time stamp is short on
+purpose: with 80-byte lines a full ISO date and time on every line makes the log 40 % larger
+than the output, and writing the log is what limits throughput.
+
+Output is handled a chunk at a time, never a line or a byte at a time: the prefix is
+inserted with one `bytes.replace` per chunk and the pieces go out with one writev, so a job
+printing 1 GiB runs at close to the speed of `cat > file` with memory bounded by the chunk
+size. The bytes are kept as they are (binary output and invalid UTF-8 pass through
+untouched); a line without a newline is written as it arrives, however long it gets.
+
+Retention, applied after each run: a log file is removed when more than `log_retention_runs`
+newer runs exist, or when its run started more than `log_retention_days` days ago; 0 turns a
+limit off. The file of the run that just ended is always kept, and only files whose names
+match the pattern above are ever touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pcsystemd.errors import RunError
+from pcsystemd.journal import STREAM_LINE_LIMIT
+
+Buffer = bytes | memoryview
+
+STDOUT = 1
+STDERR = 2
+_STREAM_MARKS = {STDOUT: b" [stdout] ", STDERR: b" [stderr] "}
+_NOTE_MARK = b" [pcsystemd] "
+LEGEND = "# times: UTC"
+LOG_FILE_MODE = 0o640
+_MAX_SUFFIX = 10_000
+
+
+def utc_timestamp(when: float) -> str:
+    """`2025-01-31T12:34:56.789Z`: the one timestamp format of logs and history."""
+    seconds = int(when)
+    milliseconds = int((when - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milliseconds:03d}Z"
+
+
+def log_file_pattern(slug: str) -> re.Pattern[str]:
+    return re.compile(re.escape(slug) + r"-(\d{8}-\d{6})(?:-(\d+))?\.log")
+
+
+def create_log_file(directory: Path, slug: str, start: float) -> tuple[Path, int]:
+    """Create the run's log file exclusively; returns its path and a write descriptor."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(start))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
+    for suffix in range(_MAX_SUFFIX):
+        name = f"{slug}-{stamp}.log" if suffix == 0 else f"{slug}-{stamp}-{suffix}.log"
+        path = directory / name
+        try:
+            return path, os.open(path, flags, LOG_FILE_MODE)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise RunError(f"cannot create the log file {path}: {error.strerror}") from error
+    raise RunError(f"cannot create a log file in {directory}: {_MAX_SUFFIX} runs in one second")
+
+
+@dataclass(frozen=True, order=True)
+class _LogName:
+    stamp: str
+    suffix: int
+    path: Path
+
+
+def list_log_files(directory: Path, slug: str) -> list[Path]:
+    """This job's run logs in `directory`, oldest first."""
+    pattern = log_file_pattern(slug)
+    found: list[_LogName] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            found.append(_LogName(match[1], int(match[2] or 0), Path(entry.path)))
+    return [name.path for name in sorted(found)]
+
+
+def prune_logs(
+    directory: Path,
+    slug: str,
+    *,
+    keep_runs: int,
+    keep_days: int,
+    keep: Path | None = None,
+    now: float | None = None,
+) -> list[Path]:
+    """Remove run logs beyond the retention limits; returns what was removed."""
+    now = time.time() if now is None else now
+    logs = list_log_files(directory, slug)
+    pattern = log_file_pattern(slug)
+    doomed: list[Path] = []
+    for position, path in enumerate(reversed(logs)):  # newest first
+        if keep is not None and path == keep:
+            continue
+        too_many = keep_runs > 0 and position >= keep_runs
+        too_old = False
+        if keep_days > 0:
+            match = pattern.fullmatch(path.name)
+            assert match is not None
+            started = _stamp_to_epoch(match[1])
+            too_old = started is not None and now - started > keep_days * 86400
+        if too_many or too_old:
+            doomed.append(path)
+    removed = []
+    for path in doomed:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def _stamp_to_epoch(stamp: str) -> float | None:
+    import calendar
+
+    try:
+        return float(calendar.timegm(time.strptime(stamp, "%Y%m%d-%H%M%S")))
+    except ValueError:
+        return None
+
+
+class LineFramer:
+    """Inserts a prefix at the start of every line of interleaved stdout/stderr chunks.
+
+    A chunk of one stream that arrives while the other stream's line is unfinished first
+    ends that line, so lines of the two streams never run together. With `split_at`, lines
+    longer than that are broken (for journald, which would otherwise lose their priority).
+    """
+
+    def __init__(self, split_at: int = 0) -> None:
+        self.open_stream = 0  # the stream whose last line has no newline yet; 0: none
+        self.line_length = 0  # bytes written of that unfinished line
+        self.split_at = split_at
+
+    def frame(self, stream: int, data: bytes, prefix: bytes) -> list[Buffer]:
+        """What to write for `data` from `stream` (for writev); every line starts with `prefix`.
+
+        The chunk is copied once, by `bytes.replace`; the pieces around it are not joined,
+        because each join would copy the whole chunk again.
+        """
+        pieces: list[Buffer] = []
+        if self.open_stream and self.open_stream != stream:
+            pieces.append(b"\n")
+            self.open_stream = 0
+            self.line_length = 0
+        if self.split_at and self._has_long_line(data):
+            pieces.append(self._frame_split(stream, data, prefix))
+            return pieces
+        if not self.open_stream:
+            pieces.append(prefix)
+        body = data.replace(b"\n", b"\n" + prefix)
+        if data.endswith(b"\n"):
+            pieces.append(memoryview(body)[: -len(prefix)])
+            self.open_stream = 0
+            self.line_length = 0
+        else:
+            pieces.append(body)
+            self.open_stream = stream
+            last_newline = data.rfind(b"\n")
+            tail = len(data) - last_newline - 1
+            self.line_length = tail if last_newline >= 0 else self.line_length + len(data)
+        return pieces
+
+    def close_line(self) -> bytes:
+        """A newline if a line is unfinished, so what follows starts on its own line."""
+        if not self.open_stream:
+            return b""
+        self.open_stream = 0
+        self.line_length = 0
+        return b"\n"
+
+    def _has_long_line(self, data: bytes) -> bool:
+        # Any run of more than split_at bytes without a newline contains a whole aligned window
+        # of half that size, so checking those windows (each a memchr in C) is enough.
+        limit = self.split_at
+        first = data.find(b"\n")
+        if self.line_length + (first if first >= 0 else len(data)) > limit:
+            return True
+        if len(data) <= limit:
+            return False
+        window = limit // 2
+        return any(
+            data.find(b"\n", start, start + window) < 0
+            for start in range(0, len(data) - window + 1, window)
+        )
+
+    def _frame_split(self, stream: int, data: bytes, prefix: bytes) -> bytes:
+        pieces: list[bytes] = []
+        segments = data.split(b"\n")
+        last = len(segments) - 1
+        for index, segment in enumerate(segments):
+            if index > 0:
+                pieces.append(b"\n")
+                self.open_stream = 0
+                self.line_length = 0
+            if index == last and not segment:
+                break  # the chunk ended with a newline
+            if not self.open_stream:
+                pieces.append(prefix)
+                self.open_stream = stream
+            while segment:
+                room = self.split_at - self.line_length
+                if room <= 0:
+                    pieces.append(b"\n" + prefix)
+                    self.line_length = 0
+                    continue
+                piece, segment = segment[:room], segment[room:]
+                pieces.append(piece)
+                self.line_length += len(piece)
+        return b"".join(pieces)
+
+
+class TimestampCache:
+    """Formats the per-chunk time of day at most once per millisecond; notices a new date."""
+
+    def __init__(self, start: float) -> None:
+        self._millisecond = -1
+        self._text = b""
+        self.date = time.strftime("%Y-%m-%d", time.gmtime(start))
+
+    def now(self) -> tuple[bytes, str | None]:
+        """The UTC time of day, and the new date if it changed since the last call."""
+        current = time.time()
+        millisecond = int(current * 1000)
+        new_date = None
+        if millisecond != self._millisecond:
+            self._millisecond = millisecond
+            stamp = utc_timestamp(current)
+            self._text = stamp[11:23].encode("ascii")
+            if stamp[:10] != self.date:
+                self.date = new_date = stamp[:10]
+        return self._text, new_date
+
+
+def stream_prefix(timestamp: bytes, stream: int) -> bytes:
+    return timestamp + _STREAM_MARKS[stream]
+
+
+def journal_prefix(stream: int) -> bytes:
+    return b"<3>" if stream == STDERR else b"<6>"
+
+
+class RunOutput:
+    """Where captured output goes: the run's log file, and the journal or the terminal."""
+
+    def __init__(self, attached: bool, start: float) -> None:
+        self.attached = attached  # our stdout is systemd's journal stream
+        self.log_fd: int | None = None
+        self.log_path: Path | None = None
+        self.log_error: str | None = None
+        self.mirror_error: str | None = None
+        self._mirror_broken: set[int] = set()
+        self._file_framer = LineFramer()
+        self._journal_framer = LineFramer(split_at=STREAM_LINE_LIMIT)
+        self._timestamps = TimestampCache(start)
+        self.stderr_bytes = 0
+
+    def job_output(self, stream: int, data: bytes) -> None:
+        if stream == STDERR:
+            self.stderr_bytes += len(data)
+        if self.log_fd is not None:
+            stamp, new_date = self._timestamps.now()
+            if new_date is not None:
+                self.log_lines([f"# date: {new_date}"])
+            self._write_log(self._file_framer.frame(stream, data, stream_prefix(stamp, stream)))
+        if self.attached:
+            prefix = journal_prefix(stream)
+            self._write_mirror(1, self._journal_framer.frame(stream, data, prefix))
+        else:
+            self._write_mirror(1 if stream == STDOUT else 2, [data])
+
+    def log_lines(self, lines: Sequence[str], *, timestamped: bool = False) -> None:
+        """Lines of the shim's own in the log file (header, notes, footer)."""
+        if self.log_fd is None:
+            return
+        text = self._file_framer.close_line()
+        for line in lines:
+            if timestamped:
+                stamp, new_date = self._timestamps.now()
+                if new_date is not None:
+                    text += f"# date: {new_date}\n".encode()
+                text += stamp + _NOTE_MARK + line.encode("utf-8", "replace")
+            else:
+                text += line.encode("utf-8", "replace")
+            text += b"\n"
+        self._write_log([text])
+
+    def journal_line(self, priority: int, message: str) -> None:
+        """A line of the shim's own on the journal stream, at its priority."""
+        data = self._journal_framer.close_line()
+        for line in message.splitlines() or [""]:
+            data += f"<{priority}>{line}\n".encode("utf-8", "replace")
+        self._write_mirror(1, [data])
+
+    def terminal_line(self, message: str) -> None:
+        self._write_mirror(2, [(message + "\n").encode("utf-8", "replace")])
+
+    def close_log(self) -> None:
+        if self.log_fd is not None:
+            self.log_lines([])
+            try:
+                os.close(self.log_fd)
+            except OSError as error:
+                self.log_error = self.log_error or f"{self.log_path}: {error.strerror}"
+            self.log_fd = None
+
+    def _write_log(self, data: Sequence[Buffer]) -> None:
+        assert self.log_fd is not None
+        if self.log_error is not None:
+            return
+        try:
+            write_all(self.log_fd, data)
+        except OSError as error:
+            # Keep reading the job's pipes (it must never block on us); the journal still
+            # gets every line, and the run is marked as an error at the end.
+            self.log_error = f"writing {self.log_path} failed: {error.strerror}"
+
+    def _write_mirror(self, fd: int, data: Sequence[Buffer]) -> None:
+        if fd in self._mirror_broken:
+            return
+        try:
+            write_all(fd, data)
+        except OSError as error:
+            self._mirror_broken.add(fd)
+            where = "the journal" if self.attached else f"file descriptor {fd}"
+            self.mirror_error = f"writing to {where} failed: {error.strerror}"
+            self.log_lines([self.mirror_error + " (the log file still has everything)"])
+
+
+def write_all(fd: int, buffers: Sequence[Buffer]) -> None:
+    """Write all of `buffers` (one writev per round), however the kernel splits it."""
+    views = [memoryview(buffer) for buffer in buffers if len(buffer)]
+    stalls = 0
+    while views:
+        try:
+            written = os.writev(fd, views)
+            stalls = 0
+        except BlockingIOError:
+            # An inherited non-blocking descriptor: wait for room, but never forever.
+            stalls += 1
+            if stalls > 30:
+                raise OSError(errno.EAGAIN, "the reader does not keep up") from None
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.poll(1000)
+            continue
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0

@@ -1,0 +1,887 @@
+"""The runtime shim `pcsystemd run-job JOB`: the units' ExecStart=.
+
+One run: load the job, refuse it if the circuit breaker has tripped, take the lock group's
+flock (see locking.py) under the job's overlap policy, create the run's log file, run the
+commands in sequence (each in its own process group, stdin /dev/null, no inherited
+descriptors), copy their output line by line to the log file and to the journal, enforce
+the timeout, retry with backoff, write the footer and the history, prune old logs, and exit
+non-zero when the run failed so that systemd marks the unit failed and `OnFailure=` fires.
+
+Timeout. Under systemd (`$INVOCATION_ID` set) the unit's `RuntimeMaxSec=` equals the job's
+timeout and fires first: systemd sends the shim SIGTERM (KillMode=mixed), the shim sees that
+the run's time is up and records `timeout`. The shim's own clock is set a little later as a
+backstop. Run by hand, the shim enforces the timeout itself. Either way the job's whole
+process tree gets SIGTERM, then SIGKILL after `KILL_GRACE_SECONDS`; the shim is a child
+subreaper, so descendants that leave the process group or the session are still found. A
+SIGTERM while the run's time is not up (`systemctl stop`) ends the job the same way, is
+recorded as `stopped`, and the shim then dies of that signal, which systemd counts as a
+clean stop rather than a failure.
+
+Output. The shim reads the job's stdout and stderr pipes a chunk at a time (see runlog.py).
+Under `StandardOutput=journal` it writes every line to its own stdout with a `<N>` priority
+prefix (stderr lines at 3, so `journalctl -p err` shows exactly them); run by hand it passes
+stdout and stderr through to its own. When a command's main process has exited, output from
+descendants still holding the pipes is collected for at most `DRAIN_SECONDS`; whatever is
+left of the command's processes is then ended like on a timeout, so no run outlives its lock.
+
+Exit status of the shim: 0 for success and for a run skipped under `overlap: skip`; the
+job's own exit status when it failed with one; 128+N when it died of signal N;
+`EXIT_FAILURE` when it failed otherwise (stderr under `stderr_is_failure`),
+`EXIT_TIMEOUT`, `EXIT_LOCKED`, `EXIT_TRIPPED`, `EXIT_NOT_FOUND` / `EXIT_NOT_EXECUTABLE` for
+a command that cannot be run, and `EXIT_ERROR` for the shim's own problems (log directory,
+history, job file).
+
+This module is the start-up path of every job run: it must not import jinja2, croniter or
+pystemd (a test checks `sys.modules`), and keeps its other imports few.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pcsystemd import journal, locking, runlog
+from pcsystemd.errors import ConfigError, PcsystemdError, RunError
+from pcsystemd.history import (
+    History,
+    RunRecord,
+    atomic_write,
+    finish_run,
+    history_directory,
+    process_start_ticks,
+    read_history,
+    update_history,
+)
+from pcsystemd.model import (
+    KILL_GRACE_SECONDS,
+    RECORD_MARGIN_SECONDS,
+    GlobalConfig,
+    Job,
+    RunResult,
+    unit_base_name,
+)
+from pcsystemd.runlog import RunOutput
+from pcsystemd.supervise import (
+    Signals,
+    Supervisor,
+    become_subreaper,
+    process_elapsed,
+    signal_name,
+)
+
+__all__ = [
+    "DRAIN_SECONDS",
+    "KILL_GRACE_SECONDS",
+    "main",
+    "request_slow_start",
+    "run_job",
+    "slow_start_request_path",
+    "stop_timeout_seconds",
+]
+
+EXIT_SUCCESS = 0
+EXIT_FAILURE = 1
+EXIT_ERROR = 70  # EX_SOFTWARE: the shim could not do its own work
+EXIT_LOCKED = 75  # EX_TEMPFAIL: the lock group was busy (overlap: fail, or wait ran out)
+EXIT_TRIPPED = 78  # EX_CONFIG: refused by the circuit breaker until `pcsystemd reset`
+EXIT_TIMEOUT = 124  # as timeout(1)
+EXIT_NOT_EXECUTABLE = 126  # as the shell
+EXIT_NOT_FOUND = 127  # as the shell
+
+# After a command's main process exits, how long descendants may keep its output pipes open.
+DRAIN_SECONDS = 2.0
+# Under systemd, RuntimeMaxSec= fires first; the shim's own clock is this much later.
+SYSTEMD_BACKSTOP_SECONDS = 1.0
+# A SIGTERM this close to the deadline counts as the timeout (clock granularity).
+_DEADLINE_TOLERANCE = 0.25
+# How much of the shim's own start-up may count towards the timeout (systemd's clock starts
+# when the process is executed, ours when run_job() is called).
+_STARTUP_ALLOWANCE = 10.0
+SLOW_START_REQUEST_TTL_SECONDS = 120.0
+_SLOW_START_CONSUMED = "slow-start.consumed"
+
+
+def stop_timeout_seconds() -> int:
+    """The unit's TimeoutStopSec=: the kill grace period plus time to write the records."""
+    return KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS
+
+
+# --- slow start through the unit -------------------------------------------------------------
+#
+# `pcsystemd start --slow-start JOB` (root) writes a request file with a fresh id into a
+# root-owned directory next to the locks, then starts the unit as usual. The shim, as the
+# job user, may read but not forge it; it honours a request once (remembering the consumed
+# id in its state directory) and only while it is fresh, so a request never leaks into a
+# later scheduled run. No extra process or unit is involved.
+
+
+def slow_start_request_path(config: GlobalConfig, slug: str) -> Path:
+    """Where `pcsystemd start --slow-start` leaves its request for the next run."""
+    return config.lock_directory.parent / "slow-start" / slug
+
+
+def request_slow_start(config: GlobalConfig, slug: str) -> str:
+    """Ask the job's next run (started through its unit) to run slow_start_command; root only."""
+    import json
+
+    path = slow_start_request_path(config, slug)
+    request_id = os.urandom(8).hex()
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create {path.parent}: {error.strerror}") from error
+    payload = {"id": request_id, "created": time.time()}
+    atomic_write(path, json.dumps(payload).encode() + b"\n", mode=0o644)
+    return request_id
+
+
+def pending_slow_start(config: GlobalConfig, slug: str) -> str | None:
+    """The id of a fresh, trustworthy slow-start request for the job, if there is one."""
+    import json
+
+    path = slow_start_request_path(config, slug)
+    try:
+        with open(path, "rb") as request_file:
+            owner = os.fstat(request_file.fileno()).st_uid
+            data = json.loads(request_file.read())
+        request_id = data["id"]
+        age = time.time() - float(data["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    # Only root can write into the request directory; a file owned by anyone else was not
+    # put there by `pcsystemd start`.
+    if owner != 0 or not isinstance(request_id, str):
+        return None
+    if not -5.0 <= age <= SLOW_START_REQUEST_TTL_SECONDS:
+        return None
+    return request_id
+
+
+def _consumed_slow_start(state_directory: Path) -> str | None:
+    try:
+        return (state_directory / _SLOW_START_CONSUMED).read_text().strip() or None
+    except OSError:
+        return None
+
+
+# --- one run -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command, an attempt or the whole run ended."""
+
+    result: RunResult
+    exit_status: int | None = None
+    signal: str | None = None
+    message: str | None = None
+    shim_exit: int | None = None  # the shim's exit status when not derived from the above
+
+    def describe(self) -> str:
+        text = self.result.value
+        if self.signal:
+            text += f" (killed by {self.signal})"
+        elif self.exit_status is not None and self.result is not RunResult.SUCCESS:
+            text += f" (exit status {self.exit_status})"
+        if self.message:
+            text += f": {self.message}"
+        return text
+
+    def exit_code(self) -> int:
+        if self.shim_exit is not None:
+            return self.shim_exit
+        if self.result in (RunResult.SUCCESS, RunResult.SKIPPED):
+            return EXIT_SUCCESS
+        if self.result is RunResult.TIMEOUT:
+            return EXIT_TIMEOUT
+        if self.result is RunResult.LOCKED:
+            return EXIT_LOCKED
+        if self.result is RunResult.TRIPPED:
+            return EXIT_TRIPPED
+        if self.result is RunResult.ERROR:
+            return EXIT_ERROR
+        if self.signal:
+            return 128 + signal.Signals[self.signal].value
+        if self.exit_status:
+            return self.exit_status
+        return EXIT_FAILURE
+
+
+class _Run:
+    def __init__(
+        self,
+        job: Job,
+        config: GlobalConfig,
+        signals: Signals,
+        *,
+        kill_grace_seconds: float,
+        drain_seconds: float,
+    ) -> None:
+        self.job = job
+        self.config = config
+        self.signals = signals
+        self.kill_grace_seconds = kill_grace_seconds
+        self.drain_seconds = drain_seconds
+        self.under_systemd = bool(os.environ.get("INVOCATION_ID"))
+        now = time.monotonic()
+        self.origin = (
+            now - min(process_elapsed(), _STARTUP_ALLOWANCE) if self.under_systemd else now
+        )
+        self.started = time.time()
+        self.run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.started)) + f"-{os.getpid()}"
+        self.log_directory = config.log_directory / job.slug
+        self.state_directory = history_directory(config, job.slug)
+        self.output = RunOutput(journal.attached_to_journal(1), self.started)
+        self.attempts = 0
+        self.slow_start = False
+        self.environment = self._child_environment()
+        self.supervisor = Supervisor(
+            signals,
+            self.output,
+            self.note,
+            kill_grace_seconds=kill_grace_seconds,
+            drain_seconds=drain_seconds,
+        )
+        self.history: History | None = None
+
+    # messages
+
+    def emit(self, priority: int, message: str, **fields: str | int) -> None:
+        """A message of the shim's own: journal (with our fields) and, by hand, the terminal."""
+        entry: dict[str, str | int] = {
+            "MESSAGE": f"{self.job.slug}: {message}",
+            "PRIORITY": priority,
+            "SYSLOG_IDENTIFIER": self.job.unit_base,
+            "PCSYSTEMD_JOB": self.job.slug,
+            "PCSYSTEMD_RUN": self.run_id,
+        }
+        entry.update({f"PCSYSTEMD_{name.upper()}": value for name, value in fields.items()})
+        sent = journal.send(entry)
+        if self.output.attached:
+            if not sent:
+                self.output.journal_line(priority, str(entry["MESSAGE"]))
+        else:
+            self.output.terminal_line(f"pcsystemd: {entry['MESSAGE']}")
+
+    def note(self, message: str, priority: int | None = None) -> None:
+        """A timestamped line in the log file, and in the journal when `priority` is given."""
+        self.output.log_lines([message], timestamped=True)
+        if priority is not None:
+            self.emit(priority, message)
+
+    # records
+
+    def record(self, outcome: Outcome, *, finished: bool = True) -> str | None:
+        """Write this run's record into the history; returns an error message on failure."""
+        now = time.time()
+        record = RunRecord(
+            run_id=self.run_id,
+            result=outcome.result,
+            start=runlog.utc_timestamp(self.started),
+            end=runlog.utc_timestamp(now) if finished else None,
+            duration_seconds=round(now - self.started, 3) if finished else None,
+            exit_status=outcome.exit_status,
+            signal=outcome.signal,
+            pid=os.getpid(),
+            pid_start=process_start_ticks(os.getpid()),
+            log_file=str(self.output.log_path) if self.output.log_path else None,
+            attempts=self.attempts,
+            slow_start=self.slow_start,
+            message=outcome.message,
+        )
+        keep = self.config.history_length
+
+        def change(history: History) -> History:
+            if finished:
+                return finish_run(history, record, self.job, keep)
+            return history.with_run(record, keep)
+
+        try:
+            updated, problem = update_history(self.state_directory, self.job.slug, change)
+        except RunError as error:
+            return str(error)
+        if problem:
+            self.emit(journal.PRIORITY_WARNING, f"history: {problem}")
+        self.history = updated
+        return None
+
+    # the run
+
+    def run(self, *, slow_start: bool, lock_fd: int | None) -> Outcome:
+        """The whole run; a lock descriptor the shim opened itself is closed at the end."""
+        lock_path = locking.lock_file_path(self.config, self.job.lock_group)
+        try:
+            fd = locking.open_lock(lock_path) if lock_fd is None else lock_fd
+        except RunError as refused:
+            error = refused
+            if self.under_systemd:
+                error = RunError(
+                    f"standard input is not the lock file {lock_path}: the unit was generated "
+                    "for another configuration; regenerate the units (systemctl daemon-reload, "
+                    "or pcsystemd apply)"
+                )
+            self.emit(journal.PRIORITY_ERR, str(error))
+            return Outcome(RunResult.ERROR, message=str(error))
+        try:
+            return self._run_locked(fd, slow_start=slow_start)
+        finally:
+            if lock_fd is None and fd != 0:
+                os.close(fd)
+
+    def _run_locked(self, fd: int, *, slow_start: bool) -> Outcome:
+        job = self.job
+        try:
+            self._prepare_directories()
+        except RunError as error:
+            return self._refuse(Outcome(RunResult.ERROR, message=str(error)), journal.PRIORITY_ERR)
+
+        current = read_history(self.config, job.slug)
+        if current.tripped is not None:
+            message = (
+                f"refused: the circuit breaker tripped at {current.tripped.at} "
+                f"({current.tripped.reason}); fix the cause, then run `pcsystemd reset {job.slug}`"
+            )
+            return self._refuse(Outcome(RunResult.TRIPPED, message=message), journal.PRIORITY_ERR)
+
+        requested_slow_start = None if slow_start else pending_slow_start(self.config, job.slug)
+        if not self._lock(fd):
+            return self._lock_refusal()
+        if self.signals.stop_signal is not None:
+            stopped = Outcome(self._stop_result(), message="stopped before the job started")
+            return self._refuse(stopped, journal.PRIORITY_NOTICE)
+        if requested_slow_start is not None:
+            slow_start = self._consume_slow_start(requested_slow_start)
+        self.slow_start = slow_start
+        commands = job.slow_start_commands if slow_start else job.commands
+        if slow_start and not commands:
+            message = "--slow-start was requested but the job has no slow_start_command"
+            return self._refuse(Outcome(RunResult.ERROR, message=message), journal.PRIORITY_ERR)
+
+        try:
+            self.output.log_path, self.output.log_fd = runlog.create_log_file(
+                self.log_directory, job.slug, self.started
+            )
+        except RunError as error:
+            return self._refuse(Outcome(RunResult.ERROR, message=str(error)), journal.PRIORITY_ERR)
+        self._write_header(commands)
+        problem = self.record(Outcome(RunResult.RUNNING), finished=False)
+        if problem is not None:
+            self.note(problem)
+            self.emit(journal.PRIORITY_ERR, problem)
+            outcome = Outcome(RunResult.ERROR, message=problem)
+            self._write_footer(outcome)
+            return outcome
+        self.emit(
+            journal.PRIORITY_INFO,
+            f"started{' (slow start)' if slow_start else ''}, log {self.output.log_path}",
+            log_file=str(self.output.log_path),
+        )
+
+        outcome = self._attempts(commands)
+        if self.output.log_error is not None:
+            self.emit(journal.PRIORITY_ERR, self.output.log_error)
+            if outcome.result is RunResult.SUCCESS:
+                outcome = Outcome(
+                    RunResult.ERROR, message=f"log incomplete: {self.output.log_error}"
+                )
+        return self._finish(outcome)
+
+    def _refuse(self, outcome: Outcome, priority: int) -> Outcome:
+        """A run that ends before any command started: message and history, no log file."""
+        assert outcome.message is not None
+        self.emit(priority, outcome.message, result=outcome.result.value)
+        problem = self.record(outcome)
+        if problem is not None:
+            self.emit(journal.PRIORITY_ERR, problem)
+            if not outcome.result.is_failure():
+                return Outcome(RunResult.ERROR, message=problem)
+        return outcome
+
+    def _lock(self, fd: int) -> bool:
+        job = self.job
+        if locking.try_lock(fd):
+            return True
+        if not job.overlap.waits():
+            return False
+        self.emit(
+            journal.PRIORITY_NOTICE,
+            f"lock group {job.lock_group!r} is busy; waiting up to {job.overlap_wait_seconds} s",
+        )
+        return locking.acquire(
+            fd,
+            job.overlap,
+            min(job.overlap_wait_seconds, self._time_left()),
+            should_stop=lambda: self.signals.stop_signal is not None,
+            sleep=self.signals.wait,
+        )
+
+    def _lock_refusal(self) -> Outcome:
+        job = self.job
+        held = f"lock group {job.lock_group!r} is held by another run"
+        if self.signals.stop_signal is not None or self._time_left() <= _DEADLINE_TOLERANCE:
+            result = self._stop_result() if self.signals.stop_signal else RunResult.TIMEOUT
+            message = f"{result.value} while waiting for the lock ({held})"
+            return self._refuse(Outcome(result, message=message), journal.PRIORITY_WARNING)
+        if not job.overlap.is_failure():
+            message = f"skipped: {held} (overlap: skip)"
+            return self._refuse(
+                Outcome(RunResult.SKIPPED, message=message), journal.PRIORITY_NOTICE
+            )
+        if job.overlap.waits():
+            message = f"{held} still after {job.overlap_wait_seconds} s (overlap: wait)"
+        else:
+            message = f"{held} (overlap: fail)"
+        return self._refuse(Outcome(RunResult.LOCKED, message=message), journal.PRIORITY_WARNING)
+
+    def _consume_slow_start(self, request_id: str) -> bool:
+        if _consumed_slow_start(self.state_directory) == request_id:
+            return False
+        try:
+            atomic_write(self.state_directory / _SLOW_START_CONSUMED, request_id.encode() + b"\n")
+        except RunError as error:
+            # Without remembering it, the request would be honoured again: ignore it instead.
+            self.emit(journal.PRIORITY_WARNING, f"slow start request ignored: {error}")
+            return False
+        return True
+
+    def _prepare_directories(self) -> None:
+        """Create the log and state directories; as root (by hand), become the job's user."""
+        running_as_root = os.geteuid() == 0
+        job_is_root = self.job.user in ("root", "0")
+        identity = _job_identity(self.job) if running_as_root and not job_is_root else None
+        problems = []
+        # The state directory first and regardless of the log directory: the history is
+        # where a failure to create the log directory gets recorded.
+        for directory in (self.state_directory, self.log_directory):
+            try:
+                directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+                if identity is not None:
+                    os.chown(directory, identity.uid, identity.gid)
+            except OSError as error:
+                problems.append(f"cannot create {directory}: {error.strerror}")
+        if problems:
+            raise RunError("; ".join(problems))
+        if identity is not None:
+            identity.become()
+            self.environment.update(identity.environment())
+        elif not running_as_root:
+            _check_unit_user(self.job)
+        for directory in (self.log_directory, self.state_directory):
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise RunError(f"{directory} is not writable by user {_user_name(os.geteuid())}")
+
+    def _write_header(self, commands: Sequence[Sequence[str]]) -> None:
+        job = self.job
+        lines = [f"# pcsystemd run {self.run_id} of job {job.slug} ({job.name})"]
+        for index, argv in enumerate(commands, 1):
+            label = "command" if len(commands) == 1 else f"command {index}/{len(commands)}"
+            lines.append(f"# {label}: {shlex.join(argv)}")
+        if self.slow_start:
+            lines.append("# slow start: yes")
+        lines.append(f"# pid: {os.getpid()}")
+        lines.append(f"# user: {_user_name(os.geteuid())}")
+        lines.append(f"# start: {runlog.utc_timestamp(self.started)}")
+        lines.append(runlog.LEGEND)
+        self.output.log_lines(lines)
+
+    def _write_footer(self, outcome: Outcome) -> None:
+        end = time.time()
+        lines = [
+            f"# end: {runlog.utc_timestamp(end)}",
+            f"# duration: {end - self.started:.3f} s",
+            f"# result: {outcome.result.value}",
+        ]
+        if outcome.signal:
+            lines.append(f"# signal: {outcome.signal}")
+        elif outcome.exit_status is not None:
+            lines.append(f"# exit status: {outcome.exit_status}")
+        if self.attempts > 1:
+            lines.append(f"# attempts: {self.attempts}")
+        if outcome.message:
+            lines.append(f"# message: {outcome.message}")
+        self.output.log_lines(lines)
+
+    def _finish(self, outcome: Outcome) -> Outcome:
+        self._write_footer(outcome)
+        log_file = str(self.output.log_path)
+        self.output.close_log()
+        priority = (
+            journal.PRIORITY_WARNING if outcome.result.is_failure() else journal.PRIORITY_INFO
+        )
+        fields: dict[str, str | int] = {"result": outcome.result.value, "log_file": log_file}
+        if outcome.exit_status is not None:
+            fields["exit_status"] = outcome.exit_status
+        if outcome.signal:
+            fields["signal"] = outcome.signal
+        duration = time.time() - self.started
+        self.emit(
+            priority, f"{outcome.describe()} after {duration:.1f} s, log {log_file}", **fields
+        )
+        problem = self.record(outcome)
+        if problem is not None:
+            self.emit(journal.PRIORITY_ERR, problem)
+            if not outcome.result.is_failure():
+                outcome = Outcome(RunResult.ERROR, message=problem)
+        elif (
+            self.history is not None
+            and self.history.tripped is not None
+            and self.history.tripped.run_id == self.run_id
+        ):
+            self.emit(
+                journal.PRIORITY_WARNING,
+                f"circuit breaker tripped ({self.history.tripped.reason}): later runs are "
+                f"refused until `pcsystemd reset {self.job.slug}`",
+            )
+        try:
+            runlog.prune_logs(
+                self.log_directory,
+                self.job.slug,
+                keep_runs=self.config.log_retention_runs,
+                keep_days=self.config.log_retention_days,
+                keep=self.output.log_path,
+            )
+        except OSError as error:
+            self.emit(journal.PRIORITY_WARNING, f"pruning old logs failed: {error.strerror}")
+        return outcome
+
+    # attempts and commands
+
+    def _time_left(self) -> float:
+        if not self.job.timeout_seconds:
+            return float("inf")
+        return self.origin + self.job.timeout_seconds - time.monotonic()
+
+    def _attempts(self, commands: Sequence[Sequence[str]]) -> Outcome:
+        retries = self.job.retries
+        total = retries.count + 1
+        while True:
+            self.attempts += 1
+            if total > 1:
+                self.note(f"attempt {self.attempts} of {total}")
+            outcome = self._commands(commands)
+            if outcome.result is RunResult.SUCCESS or self.attempts >= total:
+                return outcome
+            if outcome.result not in (RunResult.FAILED, RunResult.ERROR):
+                return outcome
+            if outcome.exit_status in self.job.unrecoverable_exit_codes:
+                self.note(f"exit status {outcome.exit_status} is unrecoverable: no retry")
+                return outcome
+            delay = retries.delay_before(self.attempts)
+            if delay >= self._time_left():
+                self.note(f"no time left for attempt {self.attempts + 1} within the timeout")
+                return outcome
+            self.note(
+                f"attempt {self.attempts} of {total} {outcome.describe()}; retrying in {delay:g} s",
+                journal.PRIORITY_NOTICE,
+            )
+            deadline = time.monotonic() + delay
+            while self.signals.stop_signal is None and time.monotonic() < deadline:
+                self.signals.wait(deadline - time.monotonic())
+            if self.signals.stop_signal is not None:
+                stopped = self._stop_result()
+                self.note(f"{stopped.value} while waiting to retry")
+                return Outcome(stopped, message=f"{stopped.value} while waiting to retry")
+
+    def _own_deadline(self) -> float | None:
+        """When the shim itself ends the run; under systemd, after RuntimeMaxSec= has fired."""
+        if not self.job.timeout_seconds:
+            return None
+        deadline = self.origin + self.job.timeout_seconds
+        return deadline + SYSTEMD_BACKSTOP_SECONDS if self.under_systemd else deadline
+
+    def _stop_result(self) -> RunResult:
+        """What a stop signal means: the run's time is up (timeout) or a deliberate stop."""
+        if self.job.timeout_seconds and self._time_left() <= _DEADLINE_TOLERANCE:
+            return RunResult.TIMEOUT
+        return RunResult.STOPPED
+
+    def _commands(self, commands: Sequence[Sequence[str]]) -> Outcome:
+        outcome = Outcome(RunResult.SUCCESS)
+        for index, argv in enumerate(commands, 1):
+            label = "command" if len(commands) == 1 else f"command {index}/{len(commands)}"
+            if self.signals.stop_signal is not None or self._time_left() <= 0:
+                result = self._stop_result() if self.signals.stop_signal else RunResult.TIMEOUT
+                outcome = Outcome(result, message=f"{result.value} before {label} started")
+            else:
+                outcome = self._command(argv, label)
+            self.note(f"{label} ended: {outcome.describe()}")
+            if outcome.result is not RunResult.SUCCESS:
+                if index < len(commands):
+                    self.note(f"not running the remaining {len(commands) - index} command(s)")
+                return outcome
+        return outcome
+
+    def _command(self, argv: Sequence[str], label: str) -> Outcome:
+        working_directory = self.job.working_directory
+        if working_directory is not None and not os.path.isdir(working_directory):
+            message = f"working directory {working_directory} does not exist"
+            return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_ERROR)
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                start_new_session=True,
+                cwd=working_directory,
+                env=self.environment,
+            )
+        except OSError as error:
+            return _spawn_failure(argv, error, working_directory)
+        self.note(f"{label} started, pid {process.pid}: {shlex.join(argv)}")
+        self.output.stderr_bytes = 0
+        assert process.stdout is not None and process.stderr is not None
+        try:
+            status, stop_reason = self.supervisor.supervise(
+                process.pid,
+                process.stdout,
+                process.stderr,
+                timeout_at=self._own_deadline(),
+                stop_result=self._stop_result,
+            )
+        finally:
+            process.stdout.close()
+            process.stderr.close()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if stop_reason is not None:
+            return Outcome(stop_reason, **_status_fields(status))
+        if os.WIFSIGNALED(status):
+            return Outcome(RunResult.FAILED, **_status_fields(status))
+        code = os.WEXITSTATUS(status)
+        if code != 0 and code not in self.job.success_exit_codes:
+            return Outcome(RunResult.FAILED, exit_status=code)
+        if self.job.stderr_is_failure and self.output.stderr_bytes:
+            message = f"wrote {self.output.stderr_bytes} bytes to stderr (stderr_is_failure)"
+            return Outcome(RunResult.FAILED, exit_status=code, message=message)
+        return Outcome(RunResult.SUCCESS, exit_status=code)
+
+    def _child_environment(self) -> dict[str, str]:
+        environment = dict(os.environ)
+        # The journal stream is ours, not the job's: its stdout is a pipe.
+        environment.pop("JOURNAL_STREAM", None)
+        environment.update(self.job.environment)
+        environment["PCSYSTEMD_JOB"] = self.job.slug
+        return environment
+
+
+def _status_fields(status: int) -> dict[str, Any]:
+    if os.WIFSIGNALED(status):
+        return {"signal": signal_name(os.WTERMSIG(status))}
+    return {"exit_status": os.WEXITSTATUS(status)}
+
+
+def _spawn_failure(argv: Sequence[str], error: OSError, working_directory: str | None) -> Outcome:
+    if working_directory is not None and error.filename == working_directory:
+        message = f"cannot enter working directory {working_directory}: {error.strerror}"
+        return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_ERROR)
+    if isinstance(error, FileNotFoundError):
+        return Outcome(
+            RunResult.ERROR, message=f"command not found: {argv[0]}", shim_exit=EXIT_NOT_FOUND
+        )
+    message = f"cannot execute {argv[0]}: {error.strerror}"
+    return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_NOT_EXECUTABLE)
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+@dataclass(frozen=True)
+class _Identity:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+    def become(self) -> None:
+        try:
+            os.initgroups(self.name, self.gid)
+            os.setgid(self.gid)
+            os.setuid(self.uid)
+        except OSError as error:
+            raise RunError(f"cannot switch to user {self.name}: {error.strerror}") from error
+
+    def environment(self) -> dict[str, str]:
+        return {"USER": self.name, "LOGNAME": self.name, "HOME": self.home, "SHELL": self.shell}
+
+
+def _job_identity(job: Job) -> _Identity:
+    """The job's user and group, as systemd's User=/Group= would resolve them."""
+    import grp
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(job.user)) if job.user.isdigit() else pwd.getpwnam(job.user)
+    except KeyError:
+        raise RunError(f"the job's user {job.user!r} does not exist") from None
+    gid = entry.pw_gid
+    if job.group is not None:
+        try:
+            gid = int(job.group) if job.group.isdigit() else grp.getgrnam(job.group).gr_gid
+        except KeyError:
+            raise RunError(f"the job's group {job.group!r} does not exist") from None
+    return _Identity(entry.pw_name, entry.pw_uid, gid, entry.pw_dir, entry.pw_shell)
+
+
+def _check_unit_user(job: Job) -> None:
+    """Refuse to run as someone else than the job says (a unit generated from an old file)."""
+    uid = os.geteuid()
+    if job.user == str(uid) or job.user == _user_name(uid):
+        return
+    raise RunError(
+        f"running as user {_user_name(uid)} but the job file says user {job.user}: the unit is "
+        "out of date; regenerate the units (systemctl daemon-reload, or pcsystemd apply)"
+    )
+
+
+def run_job(
+    job: Job,
+    config: GlobalConfig,
+    *,
+    slow_start: bool = False,
+    lock_fd: int | None = None,
+    kill_grace_seconds: float = KILL_GRACE_SECONDS,
+    drain_seconds: float = DRAIN_SECONDS,
+    die_by_signal: bool = False,
+) -> int:
+    """Run a job once, as the shim does, and return the shim's exit status.
+
+    This takes over the process: it installs signal handlers, becomes a child subreaper and
+    reaps every child. With `die_by_signal`, a run stopped by SIGTERM/SIGINT/SIGHUP ends the
+    process with that signal after recording (what systemd expects of a stopped service).
+    """
+    signals = Signals()
+    become_subreaper()
+    run = None
+    try:
+        run = _Run(
+            job,
+            config,
+            signals,
+            kill_grace_seconds=kill_grace_seconds,
+            drain_seconds=drain_seconds,
+        )
+        outcome = run.run(slow_start=slow_start, lock_fd=lock_fd)
+        status = outcome.exit_code()
+        stop_signal = signals.stop_signal
+    except BaseException:
+        # A bug or an interrupt in the shim itself: leave no job process behind.
+        if run is not None:
+            run.supervisor.kill_tree()
+        raise
+    finally:
+        signals.restore()
+    if outcome.result is RunResult.STOPPED and stop_signal is not None:
+        if die_by_signal:
+            _die_by(stop_signal)
+        return 128 + stop_signal
+    return status
+
+
+def _die_by(number: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(number, signal.SIG_DFL)
+    os.kill(os.getpid(), number)
+
+
+def _report(slug: str, message: str, result: RunResult = RunResult.ERROR) -> None:
+    """A shim error before a run exists: journal (error priority) or the terminal."""
+    fields: dict[str, str | int] = {
+        "MESSAGE": f"{slug}: {message}",
+        "PRIORITY": journal.PRIORITY_ERR,
+        "SYSLOG_IDENTIFIER": unit_base_name(slug),
+        "PCSYSTEMD_JOB": slug,
+        "PCSYSTEMD_RESULT": result.value,
+    }
+    sent = journal.send(fields)
+    if journal.attached_to_journal(2):
+        if not sent:
+            text = "".join(f"<{journal.PRIORITY_ERR}>{line}\n" for line in message.splitlines())
+            sys.stderr.write(text)
+    else:
+        sys.stderr.write(f"pcsystemd run-job: {slug}: {message}\n")
+    sys.stderr.flush()
+
+
+def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
+    """Put a job file that vanished or broke since the units were made into its history."""
+    import re
+
+    directory = history_directory(config, slug)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug) or not directory.is_dir():
+        return
+    started = time.time()
+    record = RunRecord(
+        run_id=time.strftime("%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{os.getpid()}",
+        result=RunResult.ERROR,
+        start=runlog.utc_timestamp(started),
+        end=runlog.utc_timestamp(started),
+        duration_seconds=0.0,
+        pid=os.getpid(),
+        message=message,
+    )
+    try:
+        update_history(
+            directory, slug, lambda history: history.with_run(record, config.history_length)
+        )
+    except RunError as error:
+        _report(slug, str(error))
+
+
+def main(argv: Sequence[str]) -> int:
+    """`pcsystemd run-job [--config FILE] [--jobs DIR] [--slow-start] JOB` (argv after run-job)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="pcsystemd run-job",
+        description="Run a job once, as its unit does: lock, log, timeout, history.",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="global config file")
+    parser.add_argument("--jobs", type=Path, metavar="DIR", help="job directory")
+    parser.add_argument(
+        "--slow-start", action="store_true", help="run the job's slow_start_command instead"
+    )
+    parser.add_argument("job", metavar="JOB", help="the job's name (its file's basename)")
+    args = parser.parse_args(list(argv))
+    slug: str = args.job
+
+    from pcsystemd.config import load_global_config
+    from pcsystemd.jobfile import load_job
+
+    try:
+        config = load_global_config(args.config)
+    except ConfigError as error:
+        _report(slug, f"the global configuration is invalid:\n{error}")
+        return error.exit_code
+    if args.jobs is not None:
+        config = replace(config, job_directory=args.jobs.absolute())
+    try:
+        job = load_job(config, slug)
+    except PcsystemdError as error:
+        message = (
+            f"cannot load the job file (changed or removed since the units were made?):\n{error}"
+        )
+        _report(slug, message)
+        _record_unloadable(config, slug, message)
+        return EXIT_ERROR
+    return run_job(job, config, slow_start=args.slow_start, die_by_signal=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,222 @@
+"""Helpers for the shim's integration tests: model objects and a real shim process.
+
+The shim is started as its own Python process running `runner.run_job()` on a pickled
+`Job` and `GlobalConfig`, so every test exercises real processes, pipes, signals, flock and
+files, independently of the YAML loader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any
+
+from pcsystemd.model import (
+    Failmail,
+    GlobalConfig,
+    Hardening,
+    Job,
+    Notify,
+    Overlap,
+    Retries,
+)
+from pcsystemd.runlog import list_log_files
+
+PYTHON = sys.executable
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+# Runs run_job() in a fresh process; the shim's peak RSS (KiB) goes to a file. VmHWM, not
+# getrusage(): ru_maxrss keeps the high-water mark of the address space before exec, which
+# for a child forked from pytest is pytest's own.
+_DRIVER = """
+import pickle, sys
+from pcsystemd import runner
+with open(sys.argv[1], "rb") as handle:
+    job, config, options, usage_file = pickle.load(handle)
+try:
+    status = runner.run_job(job, config, die_by_signal=True, **options)
+finally:
+    if usage_file:
+        with open("/proc/self/status") as status_file:
+            peak = next(line.split()[1] for line in status_file if line.startswith("VmHWM:"))
+        with open(usage_file, "w") as usage:
+            usage.write(peak)
+sys.exit(status)
+"""
+
+
+def make_config(root: Path, **overrides: Any) -> GlobalConfig:
+    """A global config whose directories all live under `root`."""
+    config = GlobalConfig(
+        job_directory=root / "jobs",
+        log_directory=root / "log",
+        state_directory=root / "state",
+        lock_directory=root / "run" / "locks",
+    )
+    return replace(config, **overrides)
+
+
+def make_job(
+    commands: Sequence[Sequence[str]] = (("true",),), *, slug: str = "demo", **overrides: Any
+) -> Job:
+    """A valid job as the loader would produce it (root user: tests run as root)."""
+    job = Job(
+        slug=slug,
+        source_path=Path(f"/etc/pcsystemd/jobs/{slug}.yaml"),
+        name=f"Job {slug}",
+        description=None,
+        commands=tuple(tuple(command) for command in commands),
+        slow_start_commands=(),
+        schedules=(),
+        disabled=False,
+        timeout_seconds=0,
+        environment=(),
+        tags=(),
+        user="root",
+        group=None,
+        working_directory=None,
+        lock_group=slug,
+        overlap=Overlap.SKIP,
+        overlap_wait_seconds=0,
+        jitter_seconds=0,
+        catch_up=False,
+        timezone=None,
+        stderr_is_failure=False,
+        success_exit_codes=(),
+        unrecoverable_exit_codes=(),
+        retries=Retries(),
+        max_consecutive_failures=0,
+        failure_threshold_for_mail=1,
+        failmail=Failmail(),
+        notify=Notify(),
+        hardening=Hardening.STRICT,
+    )
+    if "slow_start_commands" in overrides:
+        overrides["slow_start_commands"] = tuple(map(tuple, overrides["slow_start_commands"]))
+    return replace(job, **overrides)
+
+
+def shell(script: str) -> tuple[str, ...]:
+    return ("/bin/sh", "-c", script)
+
+
+def start_shim(
+    job: Job,
+    config: GlobalConfig,
+    *,
+    work: Path,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = subprocess.PIPE,
+    stderr: int | IO[Any] | None = subprocess.PIPE,
+    environment: Mapping[str, str] | None = None,
+    user: str | None = None,
+    usage_file: Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    **options: Any,
+) -> subprocess.Popen[bytes]:
+    """Start the shim on `job` in its own process; `options` go to run_job()."""
+    options.setdefault("kill_grace_seconds", 1.0)
+    options.setdefault("drain_seconds", 1.0)
+    work.mkdir(parents=True, exist_ok=True)
+    spec = work / f"shim-{time.monotonic_ns()}.pickle"
+    spec.write_bytes(pickle.dumps((job, config, options, str(usage_file or ""))))
+    spec.chmod(0o644)
+    env = {key: value for key, value in os.environ.items() if key not in _SYSTEMD_VARIABLES}
+    env["PYTHONPATH"] = str(REPOSITORY)
+    env.update(environment or {})
+    return subprocess.Popen(
+        [PYTHON, "-c", _DRIVER, str(spec)],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        user=user,
+        preexec_fn=preexec_fn,
+    )
+
+
+_SYSTEMD_VARIABLES = ("INVOCATION_ID", "JOURNAL_STREAM")
+
+
+class Finished:
+    """A finished shim process: exit status and what it printed."""
+
+    def __init__(self, process: subprocess.Popen[bytes], stdout: bytes, stderr: bytes) -> None:
+        self.returncode = process.returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __repr__(self) -> str:
+        return f"Finished(returncode={self.returncode}, stderr={self.stderr[-2000:]!r})"
+
+
+def run_shim(
+    job: Job, config: GlobalConfig, *, work: Path, timeout: float = 60, **kwargs: Any
+) -> Finished:
+    """Run the shim to completion."""
+    process = start_shim(job, config, work=work, **kwargs)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"the shim did not finish within {timeout} s: {stderr[-2000:]!r}"
+        ) from None
+    return Finished(process, stdout or b"", stderr or b"")
+
+
+def log_files(config: GlobalConfig, slug: str = "demo") -> list[Path]:
+    """The job's run logs, oldest first."""
+    return list_log_files(config.log_directory / slug, slug)
+
+
+def only_log(config: GlobalConfig, slug: str = "demo") -> str:
+    logs = log_files(config, slug)
+    assert len(logs) == 1, logs
+    return logs[0].read_text(errors="replace")
+
+
+def history_data(config: GlobalConfig, slug: str = "demo") -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((config.state_directory / slug / "history.json").read_text())
+    return data
+
+
+def last_run(config: GlobalConfig, slug: str = "demo") -> dict[str, Any]:
+    run: dict[str, Any] = history_data(config, slug)["runs"][-1]
+    return run
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
+    """Poll `predicate` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(0.02)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            state = stat_file.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def terminate(process: subprocess.Popen[bytes], number: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(number)

@@ -1,0 +1,151 @@
+"""Timeouts and stops: the whole process tree ends, the result says why, the exit status agrees."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from shim_helpers import (
+    last_run,
+    make_config,
+    make_job,
+    only_log,
+    process_alive,
+    run_shim,
+    shell,
+    start_shim,
+    wait_for,
+)
+
+from pcsystemd import runner
+
+# A job whose main process and two descendants ignore SIGTERM; one of them has left the
+# process group and the session (setsid), the other was orphaned by its parent.
+STUBBORN = (
+    "trap '' TERM; "
+    "(trap '' TERM; exec sleep 300) & echo $! >> {pids}; "
+    "setsid sh -c 'trap \"\" TERM; echo $$ >> {pids}; exec sleep 300' & "
+    "sh -c '(trap \"\" TERM; exec sleep 300) & echo $! >> {pids}' ; "
+    "echo $$ >> {pids}; echo started; sleep 300"
+)
+
+
+def pids_in(path: Path) -> list[int]:
+    return [int(word) for word in path.read_text().split()] if path.exists() else []
+
+
+def test_timeout_kills_grandchildren_that_ignore_sigterm(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    pids = tmp_path / "pids"
+    job = make_job([shell(STUBBORN.format(pids=pids))], timeout_seconds=1)
+    started = time.monotonic()
+    finished = run_shim(job, config, work=tmp_path, kill_grace_seconds=0.5)
+    elapsed = time.monotonic() - started
+    assert finished.returncode == runner.EXIT_TIMEOUT, finished
+    assert 1 <= elapsed < 8
+    assert len(pids_in(pids)) == 4
+    for pid in pids_in(pids):
+        assert not process_alive(pid), f"process {pid} survived the timeout"
+    text = only_log(config)
+    assert "time is up: sending SIGTERM" in text and "sending SIGKILL" in text
+    assert "# result: timeout\n" in text
+    run = last_run(config)
+    assert run["result"] == "timeout"
+    assert run["signal"] == "SIGKILL"
+
+
+def test_timeout_with_a_cooperative_job_needs_no_sigkill(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    job = make_job([shell("echo working; exec sleep 300")], timeout_seconds=1)
+    finished = run_shim(job, config, work=tmp_path, kill_grace_seconds=5)
+    assert finished.returncode == runner.EXIT_TIMEOUT
+    text = only_log(config)
+    assert "sending SIGKILL" not in text
+    assert "# signal: SIGTERM\n" in text
+
+
+def test_sigterm_to_the_shim_stops_the_job_and_records_stopped(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    pids = tmp_path / "pids"
+    job = make_job([shell(STUBBORN.format(pids=pids))], timeout_seconds=60)
+    process = start_shim(job, config, work=tmp_path, kill_grace_seconds=0.5)
+    wait_for(lambda: len(pids_in(pids)) == 4, 10, "the job to start its processes")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    # It dies of the signal it got, which systemd counts as a clean stop.
+    assert process.returncode == -signal.SIGTERM
+    for pid in pids_in(pids):
+        assert not process_alive(pid)
+    run = last_run(config)
+    assert run["result"] == "stopped"
+    assert "stop requested: sending SIGTERM" in only_log(config)
+    assert "# result: stopped\n" in only_log(config)
+
+
+def test_under_systemd_a_sigterm_at_the_deadline_is_a_timeout(tmp_path: Path) -> None:
+    """systemd's RuntimeMaxSec= fires first; the shim sees the run's time is up."""
+    config = make_config(tmp_path)
+    job = make_job([shell("exec sleep 300")], timeout_seconds=2)
+    process = start_shim(job, config, work=tmp_path, environment={"INVOCATION_ID": "0" * 32})
+    wait_for(lambda: list((config.log_directory / "demo").glob("*.log")), 10, "the log file")
+    # The shim's own clock runs later than systemd's: nothing happens before the SIGTERM.
+    time.sleep(2.2)
+    assert process.poll() is None, "under systemd the shim leaves the deadline to systemd"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert process.returncode == runner.EXIT_TIMEOUT
+    assert last_run(config)["result"] == "timeout"
+
+
+def test_under_systemd_an_early_sigterm_is_a_stop(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    job = make_job([shell("exec sleep 300")], timeout_seconds=30)
+    process = start_shim(job, config, work=tmp_path, environment={"INVOCATION_ID": "1" * 32})
+    wait_for(lambda: list((config.log_directory / "demo").glob("*.log")), 10, "the log file")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert process.returncode == -signal.SIGTERM
+    assert last_run(config)["result"] == "stopped"
+
+
+def test_under_systemd_the_shims_own_clock_is_the_backstop(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    job = make_job([shell("exec sleep 300")], timeout_seconds=1)
+    started = time.monotonic()
+    finished = run_shim(job, config, work=tmp_path, environment={"INVOCATION_ID": "2" * 32})
+    elapsed = time.monotonic() - started
+    assert finished.returncode == runner.EXIT_TIMEOUT
+    assert elapsed >= 1 + runner.SYSTEMD_BACKSTOP_SECONDS - 0.2
+
+
+def test_sigint_by_hand_stops_the_run(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    job = make_job([shell("exec sleep 300")])
+    process = start_shim(job, config, work=tmp_path)
+    wait_for(lambda: list((config.log_directory / "demo").glob("*.log")), 10, "the log file")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=20)
+    assert process.returncode == -signal.SIGINT
+    assert last_run(config)["result"] == "stopped"
+
+
+def test_stop_during_retry_delay(tmp_path: Path) -> None:
+    from pcsystemd.model import Retries
+
+    config = make_config(tmp_path)
+    job = make_job([["false"]], retries=Retries(count=3, delay_seconds=60))
+    process = start_shim(job, config, work=tmp_path)
+    log_dir = config.log_directory / "demo"
+    wait_for(
+        lambda: any("retrying in 60 s" in p.read_text() for p in log_dir.glob("*.log")),
+        10,
+        "the first retry delay",
+    )
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert time.monotonic() - started < 5
+    assert process.returncode == -signal.SIGTERM
+    run = last_run(config)
+    assert run["result"] == "stopped" and run["attempts"] == 1
