@@ -166,12 +166,13 @@ def desired_state(config: GlobalConfig, mode: Mode) -> Desired:
         )
     jobs, diagnostics = load_jobs(config)
     jobs = honour_runtime_switches(jobs, config)
+    files = render_all(jobs, config, diagnostics)
     # The generator skips an invalid job (its directory is emptied at every run); apply keeps
     # the job's last good units so that a typo does not silently stop a job.
     keep = invalid_unit_bases(diagnostics) if mode is Mode.APPLY else frozenset()
     return Desired(
-        files=render_all(jobs, config),
-        timers=frozenset(job.timer_name for job in jobs if job.scheduled),
+        files=files,
+        timers=frozenset(job.timer_name for job in jobs if job.timer_name in files),
         keep=keep,
         job_count=len(jobs),
         diagnostics=tuple(diagnostics),

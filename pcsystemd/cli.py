@@ -74,12 +74,11 @@ def command_generate(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else config.unit_directory
     jobs, diagnostics = load_jobs(config)
     jobs = honour_runtime_switches(jobs, config)
+    files = render_all(jobs, config, diagnostics)
     print_diagnostics(diagnostics)
     invalid = _error_count(diagnostics)
     dry_run = args.dry_run or args.diff
-    changes = sync_directory(
-        output, render_all(jobs, config), dry_run=dry_run, keep=_invalid_unit_bases(diagnostics)
-    )
+    changes = sync_directory(output, files, dry_run=dry_run, keep=_invalid_unit_bases(diagnostics))
     if args.diff:
         sys.stdout.writelines(changes.diff)
     elif dry_run:

@@ -70,6 +70,29 @@ def _path(ck: Checker, value: Any, mark: Mark, label: str) -> Any:
     return INVALID if result is INVALID else Path(result)
 
 
+# Written unquoted into unit files (LogsDirectory=, StateDirectory=, the lock unit's command
+# lines), where a space or `;` would split or add words: only plain path characters.
+_UNIT_SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
+
+
+def _unit_path(ck: Checker, value: Any, mark: Mark, label: str) -> Any:
+    result = parse_absolute_path(ck, value, mark, label)
+    if result is INVALID:
+        return INVALID
+    if not _UNIT_SAFE_PATH.fullmatch(result):
+        position = next(
+            index
+            for index, character in enumerate(result)
+            if not (character.isascii() and (character.isalnum() or character in "_./-"))
+        )
+        return ck.error(
+            mark.shifted(position),
+            f"'{label}' contains {result[position]!r}; this path goes into unit files unquoted, "
+            "so it may contain only ASCII letters, digits, '_', '.', '-' and '/'",
+        )
+    return Path(result)
+
+
 def _defaults(ck: Checker, value: Any, mark: Mark, label: str) -> Any:
     if not isinstance(value, MarkedMap):
         return type_error(ck, mark, label, "a mapping of job keys", value)
@@ -115,19 +138,19 @@ CONFIG_FIELDS: tuple[ConfigField, ...] = (
         "job_directory", "job_directory", _path, "absolute path", "Where the job files are."
     ),
     ConfigField(
-        "log_directory", "log_directory", _path, "absolute path", "Per-run log files, per job."
+        "log_directory", "log_directory", _unit_path, "absolute path", "Per-run log files, per job."
     ),
     ConfigField(
         "state_directory",
         "state_directory",
-        _path,
+        _unit_path,
         "absolute path",
         "Run history, per job.",
     ),
     ConfigField(
         "lock_directory",
         "lock_directory",
-        _path,
+        _unit_path,
         "absolute path",
         "Lock files of the lock groups (only root may enter it).",
     ),

@@ -45,20 +45,20 @@ def generate_into(directory: Path, config: GlobalConfig) -> tuple[int, list[Diag
 
     jobs, diagnostics = load_jobs(config)
     jobs = honour_runtime_switches(jobs, config)
-    files = render_all(jobs, config)
+    files = render_all(jobs, config, diagnostics)
     wants = directory / "timers.target.wants"
     # systemd hands us a fresh, empty directory on a tmpfs that nobody reads until we exit:
     # plain writes suffice (no temporary files, no fsync; at boot every millisecond counts).
     for name, text in files.items():
         (directory / name).write_text(text, encoding="utf-8")
-    timers = [job.timer_name for job in jobs if job.scheduled]
+    timers = [job.timer_name for job in jobs if job.timer_name in files]
     if timers:
         wants.mkdir(exist_ok=True)
         for timer in timers:
             link = wants / timer
             if not link.is_symlink():
                 link.symlink_to(directory / timer)
-    return len(jobs), diagnostics
+    return sum(1 for job in jobs if job.service_name in files), diagnostics
 
 
 def run(argv: Sequence[str]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Iterable
@@ -12,7 +13,7 @@ from pathlib import Path, PurePosixPath
 import jinja2
 
 from pcsystemd import escape
-from pcsystemd.errors import PcsystemdError
+from pcsystemd.errors import Diagnostic, PcsystemdError
 from pcsystemd.model import (
     DEFAULT_CONFIG_PATH,
     GENERATED_MARKER,
@@ -28,6 +29,9 @@ LOCK_TEMPLATE_UNIT = f"{UNIT_PREFIX}lock@.service"
 _SHIPPED_TEMPLATE_NAMES = ("job.service.j2", "job.timer.j2", "tag.target.j2", "header.j2")
 _DEBIAN_TEMPLATES = Path("/usr/share/pcsystemd/templates")
 _DEFAULT_JOB_DIRECTORY = GlobalConfig().job_directory
+# Directories written unquoted into units (LogsDirectory=, the lock unit's command lines); the
+# config refuses anything else with a position, this is the last line of defence.
+_UNIT_SAFE_PATH = re.compile(r"/[A-Za-z0-9_./-]*")
 
 
 class RenderError(PcsystemdError):
@@ -179,13 +183,33 @@ def render_job(job: Job, config: GlobalConfig) -> dict[str, str]:
     return files
 
 
-def render_all(jobs: Iterable[Job], config: GlobalConfig) -> dict[str, str]:
-    """Every job's units plus the shared ones: a target per tag and the notify template unit."""
+def _check_directories(config: GlobalConfig) -> None:
+    for label in ("log_directory", "state_directory", "lock_directory"):
+        value = str(getattr(config, label))
+        if not _UNIT_SAFE_PATH.fullmatch(value):
+            raise RenderError(f"{label} {value!r} cannot be written into a unit file unquoted")
+
+
+def render_all(
+    jobs: Iterable[Job], config: GlobalConfig, problems: list[Diagnostic] | None = None
+) -> dict[str, str]:
+    """Every job's units plus the shared ones: a target per tag, the notify and lock units.
+
+    With `problems`, a job whose units cannot be rendered is reported there and left out, so
+    one bad job never stops the others; without it, the first such job raises RenderError.
+    """
+    _check_directories(config)
     jobs = sorted(jobs, key=lambda job: job.slug)
     files: dict[str, str] = {}
     timers_by_tag: dict[str, list[str]] = {}
     for job in jobs:
-        files.update(render_job(job, config))
+        try:
+            files.update(render_job(job, config))
+        except RenderError as error:
+            if problems is None:
+                raise
+            problems.append(Diagnostic(str(job.source_path), 0, 0, f"units not written: {error}"))
+            continue
         for tag in job.tags:
             timers = timers_by_tag.setdefault(tag, [])
             if job.scheduled:

@@ -315,6 +315,9 @@ def parse_absolute_path(ck: Checker, value: Any, mark: Mark, label: str) -> Any:
         return ck.error(
             mark, f"'{label}' must be an absolute path (starting with '/'), not {show(value)}"
         )
+    if value != value.rstrip():
+        # systemd strips trailing white space from unquoted settings: the path would change.
+        return ck.error(mark, f"'{label}' {show(value)} ends in white space; remove it")
     plain = value.rstrip("/") or "/"
     # `..` could climb out of what a reviewer reads; `.` and `//` are only noise.
     if "//" in plain or any(part in (".", "..") for part in plain.split("/")):

@@ -188,15 +188,22 @@ def _assert_unit_reads_back(sandbox: Sandbox, job: Job, config: GlobalConfig) ->
     assert _busctl(sandbox, service, "Service", "Environment") == [
         f"{name}={value}" for name, value in job.environment
     ]
-    assert _show(sandbox, service, "WorkingDirectory") == job.working_directory
-    assert _busctl(sandbox, service, "Service", "WorkingDirectory") == job.working_directory
-    writable = _busctl(sandbox, service, "Service", "ReadWritePaths")
-    assert set(job.read_write_paths) <= set(writable)
+    # systemd shows the `-` prefix (a missing directory is no error) as `!`.
+    unit_file = sandbox.exec(["systemctl", "cat", service]).stdout
+    prefix = "!" if "\nWorkingDirectory=-/" in unit_file else ""
+    working_directory = f"{prefix}{job.working_directory}"
+    assert _show(sandbox, service, "WorkingDirectory") == working_directory
+    assert _busctl(sandbox, service, "Service", "WorkingDirectory") == working_directory
+    settings = unit_settings(job, config)
+    assert job.read_write_paths == settings.extra_writable_paths[: len(job.read_write_paths)]
+    assert _busctl(sandbox, service, "Service", "ReadWritePaths") == list(
+        settings.extra_writable_paths
+    )
     # No description line became a directive, nothing was swallowed by a continuation.
     assert _show(sandbox, service, "User") == "pcsystemd"
     (exec_start,) = _busctl(sandbox, service, "Service", "ExecStart")
     # D-Bus shows the command before `$` expansion, which turns `$$` into `$` when it runs.
-    expected_argv = list(unit_settings(job, config).exec_start)
+    expected_argv = list(settings.exec_start)
     assert [exec_start[1][0], *(word.replace("$$", "$") for word in exec_start[1][1:])] == (
         expected_argv
     )

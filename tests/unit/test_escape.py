@@ -13,7 +13,8 @@ from pcsystemd import escape
         ("plain text", "plain text"),
         ("100% done", "100%% done"),
         ("%n%i", "%%n%%i"),
-        ("ends in backslash\\", "ends in backslash\\\\"),
+        # A space, not a second backslash: systemd strips it and reads exactly one backslash.
+        ("ends in backslash\\", "ends in backslash\\ "),
         ("two backslashes\\\\", "two backslashes\\\\"),
         ('quotes "stay" literal', 'quotes "stay" literal'),
     ],
@@ -22,11 +23,22 @@ def test_unit_text(value: str, expected: str) -> None:
     assert escape.unit_text(value) == expected
 
 
-@pytest.mark.parametrize("value", ["line\nInjected=yes", "tab\there", "nul\x00", "bell\x07", "del\x7f"])
+@pytest.mark.parametrize(
+    "value", ["line\nInjected=yes", "tab\there", "nul\x00", "bell\x07", "del\x7f", "csi\x9b"]
+)
 def test_control_characters_are_refused_everywhere(value: str) -> None:
     for function in (escape.unit_text, escape.comment, escape.specifiers, escape.quoted):
+        if function is escape.comment and value == "tab\there":
+            continue  # a multi-line description may hold tabs; see test_comment
         with pytest.raises(escape.UnsafeValueError, match="control character"):
             function(value)
+
+
+def test_comment() -> None:
+    assert escape.comment("col1\tcol2 100% $HOME") == "col1\tcol2 100% $HOME"
+    assert escape.comment("ends in backslash\\") == "ends in backslash\\ "
+    with pytest.raises(escape.UnsafeValueError, match="not valid Unicode"):
+        escape.comment("undecodable \udcff byte")
 
 
 @pytest.mark.parametrize(
@@ -58,6 +70,9 @@ def test_environment_name_must_be_a_name() -> None:
         (["/usr/bin/x", "$HOME"], '/usr/bin/x "$$HOME"'),
         (["/usr/bin/x", ";"], "/usr/bin/x \\;"),
         (["/usr/bin/x", "-rf"], "/usr/bin/x -rf"),
+        # systemd never expands `$` in the program path, so it must not be doubled there.
+        (["/opt/a$b/pc", "$b"], '"/opt/a$b/pc" "$$b"'),
+        (["/opt/100%/pc", ""], '/opt/100%%/pc ""'),
     ],
 )
 def test_exec_command(argv: list[str], expected: str) -> None:
@@ -76,3 +91,7 @@ def test_path() -> None:
     with pytest.raises(escape.UnsafeValueError):
         escape.path("/a\\b")
     assert escape.path_list(["/a", "/b c"]) == '"/a" "/b c"'
+    # `%` escaped once, not twice; a trailing space survives inside quotes.
+    assert escape.path_list(["/srv/100%n", "/srv/x "]) == '"/srv/100%%n" "/srv/x "'
+    with pytest.raises(escape.UnsafeValueError, match="ends in a space"):
+        escape.path("/srv/x ")
