@@ -351,7 +351,7 @@ class JobStatus:
     """What `pcsystemd status JOB` says about a job's runs."""
 
     slug: str
-    status: str  # "running", "never run", "tripped", or the last run's result
+    status: str  # "running", "never run", "tripped", "reset", or the last run's result
     pid: int | None = None
     last_run: RunRecord | None = None
     consecutive_failures: int = 0
@@ -389,6 +389,9 @@ def job_status(config: GlobalConfig, slug: str) -> JobStatus:
             return JobStatus(slug, "running", pid=run.pid, **common)  # type: ignore[arg-type]
     if history.tripped is not None:
         status = "tripped"
+    elif last is not None and last.result is RunResult.TRIPPED:
+        # The breaker refused the last run, then `pcsystemd reset` closed it again.
+        status = "reset"
     elif last is not None:
         status = last.result.value
     else:

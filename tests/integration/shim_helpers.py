@@ -19,14 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
+import job_factory
+
 from pcsystemd.model import (
-    Failmail,
     GlobalConfig,
     Hardening,
     Job,
-    Notify,
     Overlap,
-    Retries,
 )
 from pcsystemd.runlog import list_log_files
 
@@ -68,35 +67,14 @@ def make_job(
     commands: Sequence[Sequence[str]] = (("true",),), *, slug: str = "demo", **overrides: Any
 ) -> Job:
     """A valid job as the loader would produce it (root user: tests run as root)."""
-    job = Job(
-        slug=slug,
-        source_path=Path(f"/etc/pcsystemd/jobs/{slug}.yaml"),
+    job = job_factory.make_job(
+        slug,
         name=f"Job {slug}",
-        description=None,
         commands=tuple(tuple(command) for command in commands),
-        slow_start_commands=(),
-        schedules=(),
-        disabled=False,
-        timeout_seconds=0,
-        environment=(),
-        tags=(),
         user="root",
-        group=None,
-        working_directory=None,
-        lock_group=slug,
         overlap=Overlap.SKIP,
         overlap_wait_seconds=0,
-        jitter_seconds=0,
-        catch_up=False,
-        timezone=None,
-        stderr_is_failure=False,
         success_exit_codes=(),
-        unrecoverable_exit_codes=(),
-        retries=Retries(),
-        max_consecutive_failures=0,
-        failure_threshold_for_mail=1,
-        failmail=Failmail(),
-        notify=Notify(),
         hardening=Hardening.STRICT,
     )
     if "slow_start_commands" in overrides:

@@ -168,7 +168,8 @@ def test_installs_the_entry_points_and_generator(deb: Path, unpacked: Path) -> N
     ):
         assert paths[path].startswith("-rwxr-xr-x root/root"), (path, paths[path])
         script = (unpacked / path.lstrip("/")).read_text()
-        assert script.startswith("#!/usr/bin/python3\n"), script
+        # isolated: a job's PYTHONPATH (its Environment=) must not reach pcsystemd's imports
+        assert script.startswith("#!/usr/bin/python3 -I\n"), script
         assert f"from {module} import main" in script, script
     assert "/usr/bin/pcsystemd-generator" not in paths
 

@@ -15,23 +15,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import job_factory
 import pytest
 from notify_sinks import HttpSink, Running, SmtpSink, read_records
 
 from pcsystemd import notify
 from pcsystemd.history import RunRecord
 from pcsystemd.model import (
-    Failmail,
     GlobalConfig,
     Hardening,
     Job,
     Notify,
-    Overlap,
-    Retries,
     RunResult,
 )
 from pcsystemd.notify import DeliveryError, Event, Notice
@@ -93,38 +90,9 @@ def free_port() -> int:
 
 def make_job(**changes: Any) -> Job:
     """A job whose notification settings the tests choose (the rest is irrelevant here)."""
-    job = Job(
-        slug="backup",
-        source_path=Path("/etc/pcsystemd/jobs/backup.yaml"),
-        name="Nightly backup",
-        description=None,
-        commands=(("/bin/true",),),
-        slow_start_commands=(),
-        schedules=(),
-        disabled=False,
-        timeout_seconds=0,
-        environment=(),
-        tags=(),
-        user="pcsystemd",
-        group=None,
-        working_directory=None,
-        lock_group="backup",
-        overlap=Overlap.FAIL,
-        overlap_wait_seconds=0,
-        jitter_seconds=0,
-        catch_up=False,
-        timezone=None,
-        stderr_is_failure=False,
-        success_exit_codes=(0,),
-        unrecoverable_exit_codes=(),
-        retries=Retries(),
-        max_consecutive_failures=0,
-        failure_threshold_for_mail=1,
-        failmail=Failmail(),
-        notify=Notify(),
-        hardening=Hardening.STRICT,
+    return job_factory.make_job(
+        "backup", name="Nightly backup", hardening=Hardening.STRICT, **changes
     )
-    return replace(job, **changes)
 
 
 # ------------------------------------------------------------------------------ mail

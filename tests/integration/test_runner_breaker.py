@@ -125,6 +125,7 @@ def test_breaker_trips_after_consecutive_failures_and_reset_rearms_it(tmp_path: 
 
     should_fail.unlink()
     history.reset(config, "demo")
+    assert history.job_status(config, "demo").status == "reset"
     assert run_shim(job, config, work=tmp_path).returncode == 0
     data = history_data(config)
     assert data["tripped"] is None and data["consecutive_failures"] == 0

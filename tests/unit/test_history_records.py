@@ -3,47 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
+import job_factory
 import pytest
 
 from pcsystemd.history import History, JobStatus, RunRecord, Trip, finish_run
-from pcsystemd.model import Failmail, Hardening, Job, Notify, Overlap, Retries, RunResult
+from pcsystemd.model import Hardening, Job, Overlap, RunResult
 
 
 def job(**overrides: object) -> Job:
-    base = Job(
-        slug="demo",
-        source_path=Path("/etc/pcsystemd/jobs/demo.yaml"),
-        name="Demo",
-        description=None,
-        commands=(("true",),),
-        slow_start_commands=(),
-        schedules=(),
-        disabled=False,
-        timeout_seconds=0,
-        environment=(),
-        tags=(),
-        user="pcsystemd",
-        group=None,
-        working_directory=None,
-        lock_group="demo",
-        overlap=Overlap.SKIP,
-        overlap_wait_seconds=0,
-        jitter_seconds=0,
-        catch_up=False,
-        timezone=None,
-        stderr_is_failure=False,
-        success_exit_codes=(),
-        unrecoverable_exit_codes=(),
-        retries=Retries(),
-        max_consecutive_failures=0,
-        failure_threshold_for_mail=1,
-        failmail=Failmail(),
-        notify=Notify(),
-        hardening=Hardening.STRICT,
-    )
-    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+    defaults: dict[str, object] = {
+        "name": "Demo",
+        "commands": (("true",),),
+        "overlap": Overlap.SKIP,
+        "success_exit_codes": (),
+        "hardening": Hardening.STRICT,
+    }
+    return job_factory.make_job("demo", **{**defaults, **overrides})
 
 
 def record(number: int, result: RunResult, exit_status: int | None = None) -> RunRecord:

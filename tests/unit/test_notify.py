@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+import job_factory
 import pytest
 
 from pcsystemd import notify
@@ -18,8 +18,6 @@ from pcsystemd.model import (
     Hardening,
     Job,
     Notify,
-    Overlap,
-    Retries,
     RunResult,
 )
 from pcsystemd.notify import DeliveryError, Event
@@ -27,38 +25,13 @@ from pcsystemd.systemd import UnitState
 
 
 def make_job(**changes: Any) -> Job:
-    job = Job(
-        slug="backup",
-        source_path=Path("/etc/pcsystemd/jobs/backup.yaml"),
-        name="Nightly backup",
-        description=None,
-        commands=(("/usr/local/bin/backup",),),
-        slow_start_commands=(),
-        schedules=(),
-        disabled=False,
-        timeout_seconds=0,
-        environment=(),
-        tags=(),
-        user="pcsystemd",
-        group=None,
-        working_directory=None,
-        lock_group="backup",
-        overlap=Overlap.FAIL,
-        overlap_wait_seconds=0,
-        jitter_seconds=0,
-        catch_up=False,
-        timezone=None,
-        stderr_is_failure=False,
-        success_exit_codes=(0,),
-        unrecoverable_exit_codes=(),
-        retries=Retries(),
-        max_consecutive_failures=0,
-        failure_threshold_for_mail=1,
-        failmail=Failmail(),
-        notify=Notify(mail=("ops@example.org",)),
-        hardening=Hardening.STRICT,
-    )
-    return replace(job, **changes)
+    defaults: dict[str, Any] = {
+        "name": "Nightly backup",
+        "commands": (("/usr/local/bin/backup",),),
+        "notify": Notify(mail=("ops@example.org",)),
+        "hardening": Hardening.STRICT,
+    }
+    return job_factory.make_job("backup", **{**defaults, **changes})
 
 
 def run(number: int, result: RunResult, **changes: Any) -> RunRecord:

@@ -7,14 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import job_factory
+
 from pcsystemd.history import JobStatus, RunRecord, Trip
 from pcsystemd.model import (
-    Failmail,
     Hardening,
     Job,
-    Notify,
-    Overlap,
-    Retries,
     RunResult,
     Schedule,
 )
@@ -32,35 +30,11 @@ DOCUMENTED_KEYS = {
 def job(slug: str = "yak", schedules: tuple[Schedule, ...] | None = None) -> Job:
     if schedules is None:
         schedules = (Schedule("30 12 * * *", ("*-*-* 12:30:00",)),)
-    return Job(
-        slug=slug,
-        source_path=Path(f"/etc/pcsystemd/jobs/{slug}.yaml"),
+    return job_factory.make_job(
+        slug,
         name="Shave the yak",
-        description=None,
-        commands=(("/bin/true",),),
-        slow_start_commands=(),
         schedules=schedules,
-        disabled=False,
-        timeout_seconds=0,
-        environment=(),
         tags=("farm",),
-        user="pcsystemd",
-        group=None,
-        working_directory=None,
-        lock_group=slug,
-        overlap=Overlap.FAIL,
-        overlap_wait_seconds=0,
-        jitter_seconds=0,
-        catch_up=False,
-        timezone=None,
-        stderr_is_failure=False,
-        success_exit_codes=(0,),
-        unrecoverable_exit_codes=(),
-        retries=Retries(),
-        max_consecutive_failures=0,
-        failure_threshold_for_mail=1,
-        failmail=Failmail(),
-        notify=Notify(),
         hardening=Hardening.STRICT,
     )
 
