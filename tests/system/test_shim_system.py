@@ -23,10 +23,17 @@ def start_and_wait(box: Sandbox, slug: str) -> int:
     return started.returncode
 
 
-def journal_of(box: Sandbox, slug: str, *options: str) -> str:
+def journal_cursor(box: Sandbox) -> str:
+    """Where the journal ends now: one container serves every test, and an earlier test may
+    have run a job of the same name, so journal checks look only after this point."""
+    shown = box.exec(["journalctl", "--no-pager", "-q", "-n", "0", "--show-cursor"]).stdout
+    return shown.strip().removeprefix("-- cursor: ")
+
+
+def journal_of(box: Sandbox, slug: str, *options: str, after: str) -> str:
     box.exec(["journalctl", "--flush"], check=False)
     argv = ["journalctl", "--no-pager", "-o", "cat", "-u", f"pcsystemd-{slug}.service"]
-    return box.exec([*argv, *options]).stdout
+    return box.exec([*argv, f"--after-cursor={after}", *options]).stdout
 
 
 def run_log(box: Sandbox, slug: str) -> str:
@@ -49,6 +56,7 @@ def test_a_successful_run_logs_to_file_and_journal(clean_sandbox: Sandbox) -> No
         "command: /bin/sh -c 'echo out-line as $(id -un); echo err-line >&2; echo out-two'\n",
     )
     pcsystemd(box, "reload")
+    cursor = journal_cursor(box)
     assert start_and_wait(box, "hello") == 0
     assert box.unit_property("pcsystemd-hello.service", "Result") == "success"
     assert box.unit_property("pcsystemd-hello.service", "ActiveState") == "inactive"
@@ -62,19 +70,29 @@ def test_a_successful_run_logs_to_file_and_journal(clean_sandbox: Sandbox) -> No
     assert files.count("hello-") == 1
 
     journal = wait_until(
-        lambda: next((text for text in [journal_of(box, "hello")] if "hello: success" in text), ""),
+        lambda: next(
+            (text for text in [journal_of(box, "hello", after=cursor)] if "hello: success" in text),
+            "",
+        ),
         15,
         message="the run's result message in the journal",
     )
     assert "out-line as pcsystemd" in journal and "err-line" in journal and "out-two" in journal
-    errors = journal_of(box, "hello", "-p", "err").splitlines()
+    errors = journal_of(box, "hello", "-p", "err", after=cursor).splitlines()
     assert errors == ["err-line"], "exactly the job's stderr lines are at error priority"
 
     # The shim's own messages carry structured fields that link them to the run.
     entries = [
         json.loads(line)
         for line in box.exec(
-            ["journalctl", "--no-pager", "-o", "json", "PCSYSTEMD_JOB=hello"]
+            [
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "json",
+                f"--after-cursor={cursor}",
+                "PCSYSTEMD_JOB=hello",
+            ]
         ).stdout.splitlines()
     ]
     run_id = last_run(box, "hello")["run_id"]
