@@ -311,6 +311,8 @@ def make_plan(
     else:
         directory, other = generator_directory, config.unit_directory
     changes = sync_directory(directory, desired.files, dry_run=True, keep=desired.keep)
+    for message in changes.conflict_messages(directory):
+        print(f"pcsystemd: warning: {message}", file=sys.stderr)
     leftovers = generated_files(other)
     observed = observe([*desired.files, *changes.removed, *leftovers])
     steps, warnings = decide(

@@ -3,9 +3,10 @@
 Design. Each lock group has a file `<lock_directory>/<group>.lock` in a directory of mode 0700
 owned by root (`/run/pcsystemd/locks`). No job user can open such a file, so no job can hold
 a lock to block another user's jobs, nor release or steal one, even when jobs of different
-users share a group. The unit runs `ExecStartPre=+` (as root) to create the directory and the
-file, and `StandardInput=file:<lock file>` makes systemd, still root while it sets up the
-process, open the file as the shim's standard input. The shim, already running as the job
+users share a group. `pcsystemd-lock@<group>.service` (root, before any job of the group)
+creates the directory and the file (mode 0600, so not even a reopen through /proc/<pid>/fd
+works for the job user), and `StandardInput=file:<lock file>` makes systemd, still root while
+it sets up the process, open the file as the shim's standard input. The shim, already running as the job
 user, takes `flock()` on that inherited descriptor. The job's own processes get /dev/null as
 standard input and no other descriptors, so they never see it.
 

@@ -27,7 +27,9 @@ Delivery problems are logged to the journal and make the notify unit fail, visib
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pcsystemd import __version__, journal
 from pcsystemd.errors import PcsystemdError, SystemdError
 from pcsystemd.model import GlobalConfig, Job, RunResult
+from pcsystemd.runlog import log_file_pattern
 
 # Mail, HTTP and subprocess modules are imported where they are used: a notice is rare, and
 # importing them all up front would triple the cost of importing this module.
@@ -336,8 +339,15 @@ def compose(
 def read_log_tail(
     path: str | Path, lines: int = LOG_TAIL_LINES, limit: int = LOG_TAIL_BYTES
 ) -> str:
-    """The last `lines` lines of a run's log file (reading at most `limit` bytes)."""
-    with open(path, "rb") as log:
+    """The last `lines` lines of a run's log file (reading at most `limit` bytes).
+
+    We run as root and the path may come from a history file the job user can write: no
+    symlinks, no FIFOs or devices (which could hang us), regular files only.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(descriptor, "rb") as log:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         size = log.seek(0, os.SEEK_END)
         log.seek(max(0, size - limit))
         data = log.read(limit)
@@ -361,11 +371,24 @@ def journal_tail(unit: str, lines: int = LOG_TAIL_LINES) -> str:
     return result.stdout.decode("utf-8", errors="replace").rstrip("\n")
 
 
-def log_tail_for(record: RunRecord | None, service: str) -> str:
-    """The run's log file tail, else the service's journal."""
+def log_tail_for(record: RunRecord | None, service: str, log_directory: Path | None = None) -> str:
+    """The run's log file tail, else the service's journal.
+
+    Only a log file of this job's own log directory, named as the shim names them, is read:
+    the history that names it is writable by the job user, and we run as root.
+    """
     if record is not None and record.log_file:
+        path = Path(record.log_file)
+        slug = service.removeprefix("pcsystemd-").removesuffix(".service")
+        trusted = log_directory is None or (
+            path.parent == log_directory / slug
+            and log_file_pattern(slug).fullmatch(path.name) is not None
+        )
+        if not trusted:
+            log(journal.PRIORITY_WARNING, f"history names {path}, not a log file of {slug}")
+            return journal_tail(service)
         try:
-            return read_log_tail(record.log_file)
+            return read_log_tail(path)
         except OSError as error:
             log(journal.PRIORITY_WARNING, f"cannot read {record.log_file}: {error.strerror}")
     return journal_tail(service)
@@ -626,7 +649,8 @@ def notify_job(config: GlobalConfig, slug: str, *, host: str | None = None) -> i
     if decision.event is None:
         return 0
     host = host or host_name()
-    notice = compose(job, decision, unit, host, log_tail_for(decision.record, job.service_name))
+    tail = log_tail_for(decision.record, job.service_name, config.log_directory)
+    notice = compose(job, decision, unit, host, tail)
     return 1 if deliver(notice, job, config) else 0
 
 

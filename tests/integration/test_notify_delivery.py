@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import re
 import socket
 import subprocess
@@ -380,3 +381,31 @@ def test_notify_job_reports_a_failed_channel(tmp_path: Path, smtp_sink: SmtpSink
     record_run(config, 2, RunResult.FAILED, "y\n")
     assert notify.notify_job(config, "backup", host="web1") == 1
     assert len(read_records(smtp_sink.mails.directory, "mail")) == 1
+
+
+def test_log_tail_reads_only_a_log_file_of_the_jobs_own_directory(tmp_path: Path) -> None:
+    # The history is the job user's to write; the notifier runs as root.
+    secret = tmp_path / "secret"
+    secret.write_text("root's secret\n")
+    logs = tmp_path / "logs"
+    (logs / "backup").mkdir(parents=True)
+    own = logs / "backup" / "backup-20261123-120000.log"
+    own.write_text("the run's own line\n")
+    service = "pcsystemd-no-such-unit-for-tests.service"
+    for path in (secret, logs / "backup" / "notes.txt"):
+        record = RunRecord(run_id="r", result=RunResult.FAILED, start="x", log_file=str(path))
+        assert "secret" not in notify.log_tail_for(record, service, logs)
+    record = RunRecord(run_id="r", result=RunResult.FAILED, start="x", log_file=str(own))
+    assert notify.log_tail_for(record, "pcsystemd-backup.service", logs) == "the run's own line"
+
+
+def test_log_tail_refuses_symlinks_and_fifos_without_hanging(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("followed\n")
+    link = tmp_path / "backup-20261123-120000.log"
+    link.symlink_to(target)
+    fifo = tmp_path / "backup-20261123-120001.log"
+    os.mkfifo(fifo)
+    for path in (link, fifo):
+        with pytest.raises(OSError):
+            notify.read_log_tail(path)
