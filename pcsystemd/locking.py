@@ -7,8 +7,8 @@ users share a group. `pcsystemd-lock@<group>.service` (root, before any job of t
 creates the directory and the file (mode 0600, so not even a reopen through /proc/<pid>/fd
 works for the job user), and `StandardInput=file:<lock file>` makes systemd, still root while
 it sets up the process, open the file as the shim's standard input. The shim, already running
-as the job user, takes `flock()` on that inherited descriptor. The job's own processes get /dev/null as
-standard input and no other descriptors, so they never see it.
+as the job user, takes `flock()` on that inherited descriptor. The job's own processes get
+/dev/null as standard input and no other descriptors, so they never see it.
 
 Why flock and not a PID file: a flock lock belongs to the open file description. When the
 shim dies, even by SIGKILL, the kernel closes its descriptors and the lock is gone at once;
