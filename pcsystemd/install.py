@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import tempfile
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -70,6 +71,35 @@ def _read_text(path: Path) -> str | None:
         raise InstallError(f"{path}: cannot read: {error}") from error
 
 
+def _holds_already(path: Path, text: str) -> bool:
+    """Whether `path` is our unit with exactly `text`: one open and one read, no stat storm.
+
+    The common case of every run (most units unchanged). It answers True only where the
+    full checks below would find our marker and the same text; anything else (a new,
+    changed, foreign or unreadable file, a symlink) gets those checks.
+    """
+    if "\r" in text or GENERATED_MARKER not in text.partition("\n")[0]:
+        return False  # read_text would translate newlines; the marker is not ours
+    if not (path.name.startswith(UNIT_PREFIX) and path.name.endswith(_UNIT_SUFFIXES)):
+        return False
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            return False
+        expected = text.encode()
+        if status.st_size != len(expected):
+            return False
+        return os.read(descriptor, len(expected) + 1) == expected
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     """Write to a temporary sibling, fsync, then rename over: readers never see half a file."""
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -119,6 +149,9 @@ def sync_directory(
             ) from error
     for name, text in sorted(files.items()):
         target = directory / name
+        if _holds_already(target, text):
+            changes.unchanged.append(name)
+            continue
         # Never replace what we did not write: a hand-made unit, or a mask (a symlink to
         # /dev/null) that an operator set on purpose.
         if target.is_symlink() or (target.exists() and not is_generated_by_us(target)):
@@ -136,8 +169,11 @@ def sync_directory(
             except OSError as error:
                 raise InstallError(f"{target}: cannot write: {error}") from error
     if directory.is_dir():
-        for existing in sorted(directory.iterdir()):
-            if existing.name in files or not is_generated_by_us(existing):
+        for existing_name in sorted(os.listdir(directory)):
+            if existing_name in files:
+                continue
+            existing = directory / existing_name
+            if not is_generated_by_us(existing):
                 continue
             if existing.name.rsplit(".", 1)[0] in keep:
                 continue

@@ -30,7 +30,7 @@ from pathlib import Path
 from pcsystemd.errors import ConfigError, Diagnostic
 from pcsystemd.model import GlobalConfig, Job
 from pcsystemd.schema import SLUG_PATTERN, SLUG_RULE, build_job, config_name
-from pcsystemd.yamlload import MAX_FILE_BYTES, parse_yaml
+from pcsystemd.yamlload import parse_yaml, read_limited
 
 JOB_SUFFIX = ".yaml"
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang us
@@ -297,8 +297,7 @@ class _Loader:
                     )
                 if problems:
                     raise ConfigError(problems)
-            with os.fdopen(descriptor, "rb", closefd=False) as stream:
-                return stream.read(MAX_FILE_BYTES + 1)
+            return read_limited(descriptor, status.st_size)
         finally:
             os.close(descriptor)
 

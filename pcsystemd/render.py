@@ -97,16 +97,34 @@ def shim_command(config: GlobalConfig, subcommand: str) -> tuple[str, ...]:
     return tuple(argv)
 
 
+@lru_cache(maxsize=32)
+def _directory_text(directory: Path) -> str:
+    return str(PurePosixPath(directory))
+
+
+def _child(directory: Path, name: str) -> str:
+    """`str(PurePosixPath(directory) / name)` for a plain name, without pathlib at every job."""
+    text = _directory_text(directory)
+    if text == ".":
+        return name
+    return f"{text}{name}" if text.endswith("/") else f"{text}/{name}"
+
+
 def _managed_directory(directory: Path, base: str, slug: str) -> str | None:
     """`LogsDirectory=`/`StateDirectory=` take paths relative to /var/log or /var/lib."""
-    path = PurePosixPath(directory) / slug
-    try:
-        return str(path.relative_to(base))
-    except ValueError:
-        return None
+    path = _child(directory, slug)  # what PurePosixPath(path).relative_to(base) would compare
+    if path == base:
+        return "."
+    if path.startswith(base + "/"):
+        return path[len(base) + 1 :]
+    return None
 
 
 def unit_settings(job: Job, config: GlobalConfig) -> UnitSettings:
+    return _unit_settings(job, config, shim_command(config, "run-job"))
+
+
+def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> UnitSettings:
     logs = _managed_directory(config.log_directory, "/var/log", job.slug)
     state = _managed_directory(config.state_directory, "/var/lib", job.slug)
     writable = list(job.read_write_paths)
@@ -116,10 +134,9 @@ def unit_settings(job: Job, config: GlobalConfig) -> UnitSettings:
         writable.append(str(config.log_directory))
     if state is None:
         writable.append(str(config.state_directory))
-    lock_file = config.lock_directory / f"{job.lock_group}.lock"
     return UnitSettings(
-        exec_start=(*shim_command(config, "run-job"), job.slug),
-        lock_file=str(lock_file),
+        exec_start=(*run_job, job.slug),
+        lock_file=_child(config.lock_directory, f"{job.lock_group}.lock"),
         lock_unit=f"{UNIT_PREFIX}lock@{job.lock_group}.service",
         logs_directory=logs,
         state_directory=state,
@@ -138,6 +155,8 @@ def _environment(override_directory: Path | None) -> jinja2.Environment:
         directories.insert(0, str(override_directory))
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directories),
+        # Read each template once per process, not stat it at every unit (and every include).
+        auto_reload=False,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -176,7 +195,12 @@ def _render(config: GlobalConfig, template_name: str, **context: object) -> str:
 
 def render_job(job: Job, config: GlobalConfig) -> dict[str, str]:
     """The job's service unit and, when it is scheduled and enabled, its timer."""
-    context = {"job": job, "unit": unit_settings(job, config), "source": str(job.source_path)}
+    return _render_job(job, config, shim_command(config, "run-job"))
+
+
+def _render_job(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> dict[str, str]:
+    unit = _unit_settings(job, config, run_job)
+    context = {"job": job, "unit": unit, "source": str(job.source_path)}
     files = {job.service_name: _render(config, "job.service.j2", **context)}
     if job.scheduled:
         files[job.timer_name] = _render(config, "job.timer.j2", **context)
@@ -202,9 +226,10 @@ def render_all(
     jobs = sorted(jobs, key=lambda job: job.slug)
     files: dict[str, str] = {}
     timers_by_tag: dict[str, list[str]] = {}
+    run_job = shim_command(config, "run-job")  # the same for every job: looked up once
     for job in jobs:
         try:
-            files.update(render_job(job, config))
+            files.update(_render_job(job, config, run_job))
         except RenderError as error:
             if problems is None:
                 raise

@@ -32,7 +32,7 @@ import re
 import select
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from pcsystemd.errors import RunError
@@ -47,6 +47,7 @@ _NOTE_MARK = b" [pcsystemd] "
 LEGEND = "# times: UTC"
 LOG_FILE_MODE = 0o640
 _MAX_SUFFIX = 10_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def utc_timestamp(when: float) -> str:
@@ -76,17 +77,10 @@ def create_log_file(directory: Path, slug: str, start: float) -> tuple[Path, int
     raise RunError(f"cannot create a log file in {directory}: {_MAX_SUFFIX} runs in one second")
 
 
-@dataclass(frozen=True, order=True)
-class _LogName:
-    stamp: str
-    suffix: int
-    path: Path
-
-
 def list_log_files(directory: Path, slug: str) -> list[Path]:
     """This job's run logs in `directory`, oldest first."""
     pattern = log_file_pattern(slug)
-    found: list[_LogName] = []
+    found: list[tuple[str, int, Path]] = []  # start stamp, suffix, path: sorts by start
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -94,8 +88,8 @@ def list_log_files(directory: Path, slug: str) -> list[Path]:
     for entry in entries:
         match = pattern.fullmatch(entry.name)
         if match and entry.is_file(follow_symlinks=False):
-            found.append(_LogName(match[1], int(match[2] or 0), Path(entry.path)))
-    return [name.path for name in sorted(found)]
+            found.append((match[1], int(match[2] or 0), Path(entry.path)))
+    return [path for _, _, path in sorted(found)]
 
 
 def prune_logs(
@@ -135,12 +129,20 @@ def prune_logs(
 
 
 def _stamp_to_epoch(stamp: str) -> float | None:
-    import calendar
+    """`YYYYmmdd-HHMMSS` (UTC, as log_file_pattern matched it) → seconds since the epoch.
 
+    What calendar.timegm(time.strptime(stamp, "%Y%m%d-%H%M%S")) gives, with the same range
+    checks (a leap second is allowed), without importing _strptime into every run.
+    """
     try:
-        return float(calendar.timegm(time.strptime(stamp, "%Y%m%d-%H%M%S")))
+        day = date(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]))
+        hour, minute, second = int(stamp[9:11]), int(stamp[11:13]), int(stamp[13:15])
     except ValueError:
         return None
+    if hour > 23 or minute > 59 or second > 61:
+        return None
+    days = day.toordinal() - _EPOCH_ORDINAL
+    return float(days * 86400 + hour * 3600 + minute * 60 + second)
 
 
 class LineFramer:

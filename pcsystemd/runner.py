@@ -37,6 +37,7 @@ pystemd (a test checks `sys.modules`), and keeps its other imports few.
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import signal
@@ -46,7 +47,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from pcsystemd import journal, locking, runlog
 from pcsystemd.errors import ConfigError, PcsystemdError, RunError
@@ -76,6 +76,12 @@ from pcsystemd.supervise import (
     process_elapsed,
     signal_name,
 )
+
+# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
+# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -844,8 +850,54 @@ def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
         _report(slug, str(error))
 
 
-def main(argv: Sequence[str]) -> int:
-    """`pcsystemd run-job [--config FILE] [--jobs DIR] [--slow-start] JOB` (argv after run-job)."""
+# The job, --config, --jobs and --slow-start.
+_Arguments = tuple[str, Path | None, Path | None, bool]
+
+
+def _parse_plain_arguments(argv: Sequence[str]) -> _Arguments | None:
+    """The unit's own argument forms, read without argparse (which costs every run time).
+
+    None for anything else (help, a mistake, an abbreviation, a value starting with '-'):
+    argparse then reads it, with its usual messages.
+    """
+    values: dict[str, str] = {}
+    slow_start = False
+    job = None
+    position = 0
+    while position < len(argv):
+        argument = argv[position]
+        position += 1
+        name, equals, value = argument.partition("=")
+        if name in ("--config", "--jobs"):
+            if not equals:
+                if position == len(argv):
+                    return None
+                value = argv[position]
+                position += 1
+            if value.startswith("-"):
+                return None
+            values[name] = value
+        elif argument == "--slow-start":
+            slow_start = True
+        elif argument.startswith("-") or job is not None:
+            return None
+        else:
+            job = argument
+    if job is None:
+        return None
+    config, jobs = values.get("--config"), values.get("--jobs")
+    return (
+        job,
+        None if config is None else Path(config),
+        None if jobs is None else Path(jobs),
+        slow_start,
+    )
+
+
+def _parse_arguments(argv: Sequence[str]) -> _Arguments:
+    plain = _parse_plain_arguments(argv)
+    if plain is not None:
+        return plain
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -859,18 +911,23 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("job", metavar="JOB", help="the job's name (its file's basename)")
     args = parser.parse_args(list(argv))
-    slug: str = args.job
+    return args.job, args.config, args.jobs, args.slow_start
+
+
+def main(argv: Sequence[str]) -> int:
+    """`pcsystemd run-job [--config FILE] [--jobs DIR] [--slow-start] JOB` (argv after run-job)."""
+    slug, config_path, job_directory, slow_start = _parse_arguments(argv)
 
     from pcsystemd.config import load_global_config
     from pcsystemd.jobfile import load_job
 
     try:
-        config = load_global_config(args.config)
+        config = load_global_config(config_path)
     except ConfigError as error:
         _report(slug, f"the global configuration is invalid:\n{error}")
         return error.exit_code
-    if args.jobs is not None:
-        config = replace(config, job_directory=args.jobs.absolute())
+    if job_directory is not None:
+        config = replace(config, job_directory=job_directory.absolute())
     try:
         job = load_job(config, slug)
     except PcsystemdError as error:
@@ -880,7 +937,11 @@ def main(argv: Sequence[str]) -> int:
         _report(slug, message)
         _record_unloadable(config, slug, message)
         return EXIT_ERROR
-    return run_job(job, config, slow_start=args.slow_start, die_by_signal=True)
+    # Start-up is over: what it made lives until the process ends. Keep the collector (which
+    # `pcsystemd run-job` pauses for start-up, in cli) from walking those objects in the run.
+    gc.freeze()
+    gc.enable()
+    return run_job(job, config, slow_start=slow_start, die_by_signal=True)
 
 
 if __name__ == "__main__":

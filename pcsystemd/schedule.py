@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 from pcsystemd.model import Schedule
@@ -188,12 +189,21 @@ def parse_cron(expression: str) -> CronExpression:
 
 def compile_schedule(expression: str, timezone: str | None = None) -> Schedule:
     """Translate a cron expression into OnCalendar= lines that fire at exactly cron's minutes."""
-    cron = parse_cron(expression)
+    lines = _compiled_lines(expression)
     suffix = ""
     if timezone is not None:
-        _check_timezone(timezone)
+        _check_timezone(timezone)  # not cached: it asks tzdata, on the file system
         suffix = f" {timezone}"
-    return Schedule(expression, tuple(line + suffix for line in _calendar_lines(cron)))
+    return Schedule(expression, tuple(line + suffix for line in lines))
+
+
+@lru_cache(maxsize=1024)
+def _compiled_lines(expression: str) -> tuple[str, ...]:
+    """The OnCalendar= lines of an expression, worked out once: many jobs share a schedule.
+
+    Pure (a ScheduleError is raised again on every call, as exceptions are not cached).
+    """
+    return tuple(_calendar_lines(parse_cron(expression)))
 
 
 def next_fire_times(expressions: Sequence[str], after: datetime, count: int) -> list[datetime]:

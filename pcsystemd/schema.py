@@ -9,15 +9,12 @@ for people. Nothing here does I/O beyond what `schedule.compile_schedule` needs 
 
 from __future__ import annotations
 
-import difflib
 import posixpath
 import re
-import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from pcsystemd.errors import Diagnostic
@@ -33,6 +30,12 @@ from pcsystemd.model import (
 )
 from pcsystemd.schedule import ScheduleError, compile_schedule
 from pcsystemd.yamlload import Mark, MarkedList, MarkedMap
+
+# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
+# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONFIG_NAME = "/etc/pcsystemd/pcsystemd.yaml"
 
@@ -81,7 +84,7 @@ class _Invalid:
 
 INVALID: Any = _Invalid()
 
-Parser = Callable[["Checker", Any, Mark, str], Any]
+Parser = Callable[["Checker", "Any", Mark, str], "Any"]
 
 
 class Checker:
@@ -164,6 +167,8 @@ def closest_key(key: str, known: Sequence[str]) -> str | None:
     lowered = {name.lower(): name for name in known}
     match = lowered.get(key.lower().replace("-", "_"))
     if match is None:
+        import difflib  # only for a misspelt key: not on the runtime shim's start-up path
+
         close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.6)
         match = lowered[close[0]] if close else None
     return match
@@ -247,6 +252,8 @@ def choice(enum: type[StrEnum]) -> Parser:
             return enum(value)
         expected = "one of " + ", ".join(names)
         if isinstance(value, str):
+            import difflib  # only for a mistake: not on the runtime shim's start-up path
+
             close = difflib.get_close_matches(value.lower(), names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             return ck.error(mark, f"'{label}' must be {expected}, not {show(value)}{hint}")
@@ -1397,6 +1404,8 @@ def _markdown(text: str) -> str:
 
 
 def _comment(paragraph: str, width: int = 88) -> list[str]:
+    import textwrap  # documentation only
+
     return textwrap.wrap(paragraph, width - 2, initial_indent="# ", subsequent_indent="# ")
 
 

@@ -10,10 +10,10 @@ booleans, null, lists, mappings): any other tag is refused, so no Python object 
 
 from __future__ import annotations
 
+import os
+from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import yaml
 import yaml.constructor
@@ -58,19 +58,32 @@ _SCALAR_CONSTRUCTORS = {
 }
 
 
-class Mark(NamedTuple):
+# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
+# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+
+    class _MarkFields(NamedTuple):
+        path: str
+        line: int
+        column: int
+        # Where the scalar's text starts relative to `column` (1 after an opening quote), or
+        # None when columns inside the text cannot be mapped back (block, multi-line scalars).
+        text_offset: int | None = None
+
+else:  # what typing.NamedTuple makes of the class above
+    _MarkFields = namedtuple("Mark", ("path", "line", "column", "text_offset"), defaults=(None,))
+
+
+class Mark(_MarkFields):
     """A position in a file: 1-based line and column, as Diagnostic wants them.
 
-    A NamedTuple rather than a frozen dataclass: one is made per YAML node, and tuples are
+    A named tuple rather than a frozen dataclass: one is made per YAML node, and tuples are
     several times cheaper to create.
     """
 
-    path: str
-    line: int
-    column: int
-    # Where the scalar's text starts relative to `column` (1 after an opening quote), or None
-    # when columns inside the text cannot be mapped back (block and multi-line scalars).
-    text_offset: int | None = None
+    __slots__ = ()
 
     def shifted(self, offset: int) -> Mark:
         """The position `offset` characters into the scalar's text (the mark itself if unknown)."""
@@ -82,7 +95,7 @@ class Mark(NamedTuple):
         return Diagnostic(self.path, self.line, self.column, message, severity)
 
 
-class MarkedMap(dict[str, Any]):
+class MarkedMap(dict[str, "Any"]):
     """A YAML mapping (keys are always the key's text) that knows where each key and value stood."""
 
     __slots__ = ("key_marks", "mark", "texts", "value_marks")
@@ -118,7 +131,7 @@ class MarkedMap(dict[str, Any]):
         return self.value_marks.get(key, self.mark)
 
 
-class MarkedList(list[Any]):
+class MarkedList(list["Any"]):
     """A YAML sequence that knows where each item stood."""
 
     __slots__ = ("item_marks", "mark", "texts")
@@ -142,20 +155,44 @@ class _Abort(Exception):
     """A limit was broken: stop reading at once."""
 
 
-@dataclass
 class _Frame:
-    """A mapping or sequence whose end event has not come yet."""
+    """A mapping or sequence whose end event has not come yet.
 
-    container: MarkedMap | MarkedList
-    mark: Mark
-    anchor: str | None
-    size: int = 1
-    # mappings only: the key waiting for its value, and `<<` merges applied at the end
-    key: str | None = None
-    key_mark: Mark | None = None
-    skip_value: bool = False  # the value of a duplicate key: read it, keep the first one
-    merges: list[tuple[Any, Mark]] | None = None
-    explicit_lines: dict[str, int] | None = None
+    A plain class with slots, not a dataclass: the runtime shim imports this module at every
+    run, and a dataclass costs its start-up more than the whole parse of a job file.
+    """
+
+    __slots__ = (
+        "anchor",
+        "container",
+        "explicit_lines",
+        "key",
+        "key_mark",
+        "mark",
+        "merges",
+        "size",
+        "skip_value",
+    )
+
+    def __init__(
+        self,
+        container: MarkedMap | MarkedList,
+        mark: Mark,
+        anchor: str | None,
+        *,
+        merges: list[tuple[Any, Mark]] | None = None,
+        explicit_lines: dict[str, int] | None = None,
+    ) -> None:
+        self.container = container
+        self.mark = mark
+        self.anchor = anchor
+        self.size = 1
+        # mappings only: the key waiting for its value, and `<<` merges applied at the end
+        self.key: str | None = None
+        self.key_mark: Mark | None = None
+        self.skip_value = False  # the value of a duplicate key: read it, keep the first one
+        self.merges = merges
+        self.explicit_lines = explicit_lines
 
 
 class _Builder:
@@ -506,7 +543,25 @@ def parse_yaml(data: bytes | str, path: str | Path) -> MarkedMap:
 def read_bounded(path: Path) -> bytes:
     """Read a file, refusing more than MAX_FILE_BYTES without reading all of a huge one."""
     with open(path, "rb") as stream:
-        return stream.read(MAX_FILE_BYTES + 1)
+        return read_limited(stream.fileno(), os.fstat(stream.fileno()).st_size)
+
+
+def read_limited(descriptor: int, size_hint: int) -> bytes:
+    """Up to MAX_FILE_BYTES + 1 bytes from an open file: enough to tell it is too large.
+
+    Read in pieces about the size of the file (`size_hint`, from fstat): a buffered read of
+    the whole limit would allocate a megabyte for every file of a few hundred bytes.
+    """
+    limit = MAX_FILE_BYTES + 1
+    chunks = []
+    total = 0
+    while total < limit:
+        chunk = os.read(descriptor, min(limit - total, max(size_hint + 1, 65536)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def load_yaml_file(path: Path) -> MarkedMap:
