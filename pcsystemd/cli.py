@@ -258,9 +258,27 @@ def _run(argv: list[str]) -> int:
     return handler(args)
 
 
+# A job's environment (the unit's Environment=) reaches the shim's own interpreter too; these
+# would change what pcsystemd itself imports. They are meant for the job, not for us.
+_PYTHON_STARTUP_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
+
+
+def _reexecute_isolated_if_needed(arguments: list[str]) -> None:
+    """Run the shim again under `python -I` when the job's environment would steer it.
+
+    The Debian package's entry point already runs with -I; a virtualenv's does not. The
+    variables stay in os.environ, so the job itself still gets them.
+    """
+    if sys.flags.isolated or not any(os.environ.get(name) for name in _PYTHON_STARTUP_VARIABLES):
+        return
+    os.execv(sys.executable, [sys.executable, "-I", "-m", "pcsystemd.cli", *arguments])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pcsystemd` console script."""
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and arguments[:1] == ["run-job"]:
+        _reexecute_isolated_if_needed(arguments)
     status = _main(arguments)
     if argv is None and arguments[:1] == ["run-job"]:
         _end_shim_process(status)

@@ -19,9 +19,11 @@ was killed (PID reuse cannot fool the start-time comparison).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -248,10 +250,29 @@ def history_path(config: GlobalConfig, slug: str) -> Path:
     return history_directory(config, slug) / HISTORY_FILE
 
 
+# The history directory belongs to the job user while root reads it (list, status, notify):
+# a symlink, a FIFO or an endless file there must not make root follow, hang or fill memory.
+_MAX_HISTORY_BYTES = 8 * 1024 * 1024
+_SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _read_bounded(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | _SAFE_OPEN)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = os.read(fd, _MAX_HISTORY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_HISTORY_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {_MAX_HISTORY_BYTES} bytes")
+    return data
+
+
 def _load(path: Path, slug: str) -> History:
     """The history in `path`: empty when missing, `problem` set when unreadable or corrupt."""
     try:
-        text = path.read_bytes()
+        text = _read_bounded(path)
     except FileNotFoundError:
         return History(slug)
     except OSError as error:
@@ -271,7 +292,9 @@ def read_history(config: GlobalConfig, slug: str) -> History:
 def _locked(directory: Path) -> Iterator[None]:
     try:
         # Read-only is enough for flock, and lets the job user lock a file root created.
-        fd = os.open(directory / _LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # No symlinks: root (`pcsystemd reset`) must not create a file wherever the job
+        # user's directory points.
+        fd = os.open(directory / _LOCK_FILE, os.O_RDONLY | os.O_CREAT | _SAFE_OPEN, 0o644)
     except OSError as error:
         raise RunError(f"cannot write the history in {directory}: {error.strerror}") from error
     try:

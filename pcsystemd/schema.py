@@ -548,6 +548,14 @@ def _environment_entry(ck: Checker, variables: MarkedMap, name: str, label: str)
             f"environment variable name {show(name)} is not valid; use letters, digits "
             "and '_', not starting with a digit",
         )
+    if name.startswith("PCSYSTEMD_"):
+        # The unit's Environment= reaches the shim too: PCSYSTEMD_CONFIG would change which
+        # global config (allowed users, directories) the shim trusts.
+        return ck.error(
+            variables.key_mark(name),
+            f"environment variable name {name} is reserved for pcsystemd itself; "
+            "choose another name",
+        )
     # The text as written: `MODE: 0755` stays "0755" (YAML would read 493), `on` stays "on".
     written = variables.texts.get(name)
     if isinstance(item, bool):

@@ -235,3 +235,30 @@ def test_reset_by_root_keeps_the_files_owned_by_the_job_user(tmp_path: Path) -> 
     update_history(directory, "demo", lambda h: h.with_run(record, 10))
     history.reset(config, "demo")
     assert (directory / "history.json").stat().st_uid == 65534
+
+
+def test_reading_a_history_never_follows_hangs_or_fills_memory(tmp_path: Path) -> None:
+    # The directory is the job user's; root reads it for `list`, `status` and the notifier.
+    config = make_config(tmp_path)
+    for slug, plant in (
+        ("link", lambda path: path.symlink_to("/dev/zero")),
+        ("fifo", lambda path: os.mkfifo(path)),
+        ("huge", lambda path: path.write_bytes(b" " * (8 * 1024 * 1024 + 1))),
+    ):
+        directory = history.history_directory(config, slug)
+        directory.mkdir(parents=True)
+        plant(directory / history.HISTORY_FILE)
+        loaded = history.read_history(config, slug)
+        assert loaded.runs == () or not loaded.runs
+        assert loaded.problem is not None and "cannot read" in loaded.problem
+
+
+def test_reset_does_not_create_files_where_a_symlink_points(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    directory = history.history_directory(config, "demo")
+    directory.mkdir(parents=True)
+    target = tmp_path / "created-by-root"
+    (directory / ".history.lock").symlink_to(target)
+    with pytest.raises(Exception, match="cannot write the history"):
+        history.reset(config, "demo")
+    assert not target.exists()
