@@ -71,17 +71,27 @@ def _load_all(config: GlobalConfig, paths: Sequence[Path] | None = None) -> tupl
 def command_generate(args: argparse.Namespace) -> int:
     from pcsystemd.install import sync_directory
     from pcsystemd.jobfile import load_jobs
+    from pcsystemd.model import Mode
     from pcsystemd.render import render_all
     from pcsystemd.switches import honour_runtime_switches
 
     config = load_config(args)
+    dry_run = args.dry_run or args.diff
+    if not args.output and not dry_run and config.mode is not Mode.APPLY:
+        # Copies in unit_directory (/etc) would shadow the generator's units and make later
+        # job changes silently ineffective: the two modes would fight.
+        raise UsageError(
+            f"in generator mode (the config's `mode`), writing units into "
+            f"{config.unit_directory} would shadow the generator's; give --output DIR to "
+            "compile elsewhere, run `pcsystemd reload` to make job changes live, or set "
+            "`mode: apply` and use `pcsystemd apply`"
+        )
     output = Path(args.output) if args.output else config.unit_directory
     jobs, diagnostics = load_jobs(config)
     jobs = honour_runtime_switches(jobs, config)
     files = render_all(jobs, config, diagnostics)
     print_diagnostics(diagnostics)
     invalid = _error_count(diagnostics)
-    dry_run = args.dry_run or args.diff
     changes = sync_directory(output, files, dry_run=dry_run, keep=_invalid_unit_bases(diagnostics))
     for message in changes.conflict_messages(output):
         print(f"pcsystemd: error: {message}", file=sys.stderr)

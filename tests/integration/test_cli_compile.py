@@ -170,3 +170,14 @@ def test_generator_survives_a_broken_global_config(site: Path, tmp_path: Path) -
     )
     assert result.returncode == 0
     assert "no jobs generated" in result.stderr
+
+
+def test_generate_refuses_to_shadow_the_generator_without_output(site: Path) -> None:
+    unit_directory = site / "etc-systemd-system"
+    with (site / "pcsystemd.yaml").open("a") as config:
+        config.write(f"unit_directory: {unit_directory}\n")
+    result = pcsystemd(site, "generate")
+    assert result.returncode == 2
+    assert "would shadow the generator's" in result.stderr
+    assert not unit_directory.exists()
+    assert pcsystemd(site, "generate", "--diff").returncode == 0  # looking is fine
