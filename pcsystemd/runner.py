@@ -359,6 +359,10 @@ class _Run:
 
         requested_slow_start = None if slow_start else pending_slow_start(self.config, job.slug)
         if not self._lock(fd):
+            if requested_slow_start is not None:
+                # The run the request was for does not happen: drop the request, so that a
+                # later scheduled run does not inherit it.
+                self._consume_slow_start(requested_slow_start)
             return self._lock_refusal()
         if self.signals.stop_signal is not None:
             stopped = Outcome(self._stop_result(), message="stopped before the job started")

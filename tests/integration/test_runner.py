@@ -22,7 +22,7 @@ from shim_helpers import (
     shell,
 )
 
-from pcsystemd import runner
+from pcsystemd import locking, runner
 from pcsystemd.runlog import list_log_files
 
 LOG_NAME = re.compile(r"demo-(\d{8})-(\d{6})(?:-(\d+))?\.log")
@@ -314,6 +314,23 @@ def test_slow_start_request_is_honoured_once(tmp_path: Path) -> None:
         (True, False),
         (False, True),
     ]
+
+
+def test_a_slow_start_request_for_a_skipped_run_is_dropped(tmp_path: Path) -> None:
+    # The run the request was for did not happen (lock held): a later scheduled run must not
+    # inherit it.
+    config = make_config(tmp_path)
+    job = make_job([["echo", "normal"]], slow_start_commands=[["echo", "slow"]])
+    runner.request_slow_start(config, "demo")
+    holder = locking.open_lock(locking.lock_file_path(config, "demo"), inherited_fd=-1)
+    try:
+        assert locking.try_lock(holder)
+        assert run_shim(job, config, work=tmp_path).returncode == 0  # skipped
+        assert last_run(config)["result"] == "skipped"
+    finally:
+        os.close(holder)
+    assert run_shim(job, config, work=tmp_path).returncode == 0
+    assert last_run(config)["slow_start"] is False
 
 
 def test_stale_or_forged_slow_start_request_is_ignored(tmp_path: Path) -> None:

@@ -1,0 +1,232 @@
+"""The short ways taken for speed give exactly what the long ways they stand in for give.
+
+Each shortcut (the shim's own argument reading, the log-name time stamps, the cached schedule
+compilation, the history's record reading, the renderer's directory arithmetic) is compared
+with the general code it replaces, on the inputs that matter and on generated ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from pcsystemd import runner
+from pcsystemd.history import RunRecord
+from pcsystemd.model import RunResult
+from pcsystemd.render import _child, _managed_directory
+from pcsystemd.runlog import _stamp_to_epoch
+from pcsystemd.schedule import ScheduleError, compile_schedule
+
+# --- `pcsystemd run-job` arguments -----------------------------------------------------------
+
+
+def argparse_reading(argv: list[str]) -> tuple[str, Path | None, Path | None, bool] | str:
+    """What the shim's argparse parser makes of argv; "error" when it refuses it."""
+    parser = argparse.ArgumentParser(prog="pcsystemd run-job", exit_on_error=False)
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--jobs", type=Path)
+    parser.add_argument("--slow-start", action="store_true")
+    parser.add_argument("job")
+    try:
+        args, unknown = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        return "error"
+    if unknown:
+        return "error"
+    return args.job, args.config, args.jobs, args.slow_start
+
+
+WORDS = st.sampled_from(
+    ["--config", "--jobs", "--slow-start", "--config=/etc/x.yaml", "--jobs=/srv/jobs", "yak",
+     "backup-db", "/etc/pc.yaml", "-", "--", "-x", "--conf", "--slow", "--jobs=", "a=b", "",
+     "--slow-start=1", "--config=-q", "--help", "-h"]
+)  # fmt: skip
+
+
+@given(st.lists(WORDS, max_size=6))
+@example(["yak"])
+@example(["--config", "/etc/pc.yaml", "--jobs", "/srv/jobs", "--slow-start", "yak"])
+@example(["yak", "--config=/a", "--config", "/b"])
+@example(["--config", "-x", "yak"])
+@example(["--conf", "/a", "yak"])
+def test_plain_argument_reading_agrees_with_argparse(argv: list[str]) -> None:
+    plain = runner._parse_plain_arguments(argv)
+    if plain is not None:  # None: argparse reads it, so nothing can differ
+        assert plain == argparse_reading(argv)
+
+
+def test_the_units_own_argument_forms_never_need_argparse() -> None:
+    forms = [
+        ["yak"],
+        ["--slow-start", "yak"],
+        ["--config", "/etc/pc/pc.yaml", "--jobs", "/srv/jobs", "yak"],
+        ["--config", "/etc/pc/pc.yaml", "yak"],
+    ]
+    for argv in forms:
+        assert runner._parse_plain_arguments(argv) is not None, argv
+    for argv in (["--help"], [], ["yak", "cow"], ["--config"], ["--slow", "yak"]):
+        assert runner._parse_plain_arguments(argv) is None, argv
+
+
+def test_argparse_still_answers_help_and_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        runner._parse_arguments(["--help"])
+    assert stopped.value.code == 0
+    assert "usage: pcsystemd run-job" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        runner._parse_arguments(["yak", "cow"])
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: cow" in capsys.readouterr().err
+
+
+# --- log file time stamps --------------------------------------------------------------------
+
+
+def strptime_epoch(stamp: str) -> float | None:
+    try:
+        return float(calendar.timegm(time.strptime(stamp, "%Y%m%d-%H%M%S")))
+    except ValueError:
+        return None
+
+
+@given(
+    st.tuples(
+        st.integers(0, 9999),
+        st.integers(0, 13),
+        st.integers(0, 32),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 62),
+    )
+)
+@example((2024, 2, 29, 23, 59, 60))  # a leap day and a leap second
+@example((2023, 2, 29, 0, 0, 0))  # no such day
+@example((0, 1, 1, 0, 0, 0))  # no year 0
+@example((2024, 1, 1, 0, 0, 61))  # strptime's %S goes up to 61
+@example((2024, 1, 1, 0, 0, 62))
+def test_stamp_to_epoch_agrees_with_strptime(parts: tuple[int, ...]) -> None:
+    year, month, day, hour, minute, second = parts
+    stamp = f"{year:04d}{month:02d}{day:02d}-{hour:02d}{minute:02d}{second:02d}"
+    assert _stamp_to_epoch(stamp) == strptime_epoch(stamp)
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+
+def test_a_cached_schedule_is_still_checked_every_time() -> None:
+    first = compile_schedule("*/15 9-17 * * mon-fri")
+    assert compile_schedule("*/15 9-17 * * mon-fri") == first
+    zoned = compile_schedule("*/15 9-17 * * mon-fri", "Europe/Berlin")
+    assert zoned.on_calendar == tuple(f"{line} Europe/Berlin" for line in first.on_calendar)
+    for _ in range(2):  # errors are never cached away
+        with pytest.raises(ScheduleError, match="unknown time zone"):
+            compile_schedule("*/15 9-17 * * mon-fri", "Mars/Olympus_Mons")
+        with pytest.raises(ScheduleError):
+            compile_schedule("61 * * * *")
+
+
+# --- history records -------------------------------------------------------------------------
+
+
+def record_as_checked(data: dict[str, Any]) -> RunRecord | str:
+    """The record the full checks make of `data` (the short way bypassed), or the error."""
+    spoiled = {**data, "run_id": _NotAStr(data.get("run_id"))}  # fails the short way's test
+
+    try:
+        record = RunRecord.from_json(spoiled)
+    except ValueError as error:
+        return str(error)
+    return RunRecord(**{**vars(record), "run_id": data["run_id"]})
+
+
+class _NotAStr(str):
+    """A str subclass: accepted by the full checks, never by the short way."""
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.sampled_from(["", "x", "success", "failed", "SIGKILL"]),
+    st.lists(st.integers(), max_size=1),
+)
+KEYS = [
+    "end", "duration_seconds", "exit_status", "signal", "pid", "pid_start", "log_file",
+    "attempts", "slow_start", "message",
+]  # fmt: skip
+
+
+VALID = {
+    "run_id": "20250101-000000-1", "result": "failed", "start": "2025-01-01T00:00:00.000Z",
+    "end": "2025-01-01T00:00:01.000Z", "duration_seconds": 1.0, "exit_status": 3,
+    "signal": None, "pid": 42, "pid_start": 7, "log_file": "/var/log/a.log", "attempts": 1,
+    "slow_start": False, "message": None,
+}  # fmt: skip
+
+
+@given(st.sampled_from([*KEYS, "result", "start"]), VALUES, st.booleans())
+@example("attempts", True, False)  # a boolean is no count
+@example("duration_seconds", True, False)  # ...but the checks take it as a number
+@example("exit_status", 2.0, False)
+@example("result", "bogus", False)
+@example("slow_start", None, True)
+def test_the_short_way_of_reading_a_run_agrees_with_the_checks(
+    key: str, value: Any, remove: bool
+) -> None:
+    data = dict(VALID)
+    if remove:
+        data.pop(key)
+    else:
+        data[key] = value
+    try:
+        fast: RunRecord | str = RunRecord.from_json(data)
+    except ValueError as error:
+        fast = str(error)
+    assert fast == record_as_checked(data)
+
+
+def test_a_record_survives_the_round_trip() -> None:
+    record = RunRecord(
+        run_id="20250101-000000-1",
+        result=RunResult.FAILED,
+        start="2025-01-01T00:00:00.000Z",
+        end="2025-01-01T00:00:01.500Z",
+        duration_seconds=1.5,
+        exit_status=3,
+        pid=42,
+        pid_start=1234,
+        log_file="/var/log/pcsystemd/a/a.log",
+        attempts=2,
+        slow_start=True,
+        message="wrote 3 bytes to stderr",
+    )
+    assert RunRecord.from_json(record.to_json()) == record
+    assert RunRecord.from_json({**record.to_json(), "duration_seconds": 2}).duration_seconds == 2.0
+
+
+# --- unit directories ------------------------------------------------------------------------
+
+PATHS = st.lists(st.sampled_from(["", "/", "//", ".", "..", "var", "log", "lib", "pc"]), max_size=5)
+
+
+@given(PATHS, st.sampled_from(["x", "log", "lib", "a-b", "x.lock"]))
+@example(["/var/log"], "log")
+@example(["//var/log"], "x")
+@example(["."], "x")
+def test_directory_arithmetic_agrees_with_pathlib(parts: list[str], slug: str) -> None:
+    directory = Path("/".join(parts)) if parts else Path()
+    assert _child(directory, slug) == str(PurePosixPath(directory) / slug)
+    for base in ("/var/log", "/var/lib"):
+        try:
+            expected: str | None = str((PurePosixPath(directory) / slug).relative_to(base))
+        except ValueError:
+            expected = None
+        assert _managed_directory(directory, base, slug) == expected
