@@ -883,6 +883,8 @@ def _parse_plain_arguments(argv: Sequence[str]) -> _Arguments | None:
             values[name] = value
         elif argument == "--slow-start":
             slow_start = True
+        elif argument == "--debug":
+            continue  # read by cli.main, which shows tracebacks then
         elif argument.startswith("-") or job is not None:
             return None
         else:
@@ -910,6 +912,7 @@ def _parse_arguments(argv: Sequence[str]) -> _Arguments:
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="global config file")
     parser.add_argument("--jobs", type=Path, metavar="DIR", help="job directory")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument(
         "--slow-start", action="store_true", help="run the job's slow_start_command instead"
     )
