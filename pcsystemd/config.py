@@ -320,7 +320,9 @@ def load_global_config(
     path, explicit = config_path(path, environ)
     path = path.absolute()
     try:
-        with open(path, "rb") as stream:
+        # O_NONBLOCK: a FIFO put in its place must not hang the generator at boot.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(descriptor, "rb") as stream:
             status = os.fstat(stream.fileno())
             mode = status.st_mode
             if not stat.S_ISREG(mode):
@@ -344,13 +346,23 @@ def load_global_config(
         raise GlobalConfigError.at(
             path, 0, 0, f"cannot read the global config: {error.strerror}"
         ) from None
-    if mode & stat.S_IWOTH:
+    # The global config decides who jobs may run as (allow_root, allowed_users): only root,
+    # or the person running this command on their own file, may be able to change it.
+    if mode & (stat.S_IWOTH | stat.S_IWGRP):
         raise GlobalConfigError.at(
             path,
             0,
             0,
-            f"the global config is writable by anyone (mode {stat.S_IMODE(mode):04o}), so anyone "
-            f"could allow root jobs; run chmod o-w {path}",
+            f"the global config is writable by its group or by anyone (mode "
+            f"{stat.S_IMODE(mode):04o}), who could then allow root jobs; run chmod go-w {path}",
+        )
+    if status.st_uid not in (0, os.geteuid()):
+        raise GlobalConfigError.at(
+            path,
+            0,
+            0,
+            f"the global config is owned by uid {status.st_uid}, not root, who could then allow "
+            f"root jobs; run chown root: {path}",
         )
     try:
         data_map = parse_yaml(data, path)

@@ -228,16 +228,32 @@ def test_yaml_errors_in_the_config_are_global_config_errors(tmp_path: Path) -> N
     )
 
 
-def test_a_world_writable_config_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646])
+def test_a_group_or_world_writable_config_is_refused(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "pcsystemd.yaml"
     path.write_text("allow_root: true\n")
-    os.chmod(path, 0o666)
+    os.chmod(path, mode)
     with pytest.raises(GlobalConfigError) as caught:
         load_global_config(path, environ={})
     assert str(caught.value) == (
-        f"{path}: error: the global config is writable by anyone (mode 0666), so anyone could "
-        f"allow root jobs; run chmod o-w {path}"
+        f"{path}: error: the global config is writable by its group or by anyone (mode "
+        f"{mode:04o}), who could then allow root jobs; run chmod go-w {path}"
     )
+
+
+def test_a_config_owned_by_someone_else_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "pcsystemd.yaml"
+    path.write_text("allow_root: true\n")
+    os.chown(path, 65534, 65534)  # nobody: neither root nor the caller (tests run as root)
+    with pytest.raises(GlobalConfigError, match="owned by uid 65534, not root"):
+        load_global_config(path, environ={})
+
+
+def test_a_fifo_in_place_of_the_config_does_not_hang(tmp_path: Path) -> None:
+    path = tmp_path / "pcsystemd.yaml"
+    os.mkfifo(path)
+    with pytest.raises(GlobalConfigError, match="not a regular file"):
+        load_global_config(path, environ={})
 
 
 def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
