@@ -205,7 +205,12 @@ class History:
         """This history with `record` added (or replacing the record of the same run)."""
         runs = [run for run in self.runs if run.run_id != record.run_id]
         runs.append(record)
-        return replace(self, runs=tuple(runs[-max(keep, 1) :]))
+        keep = max(keep, 1)
+        dropped, kept = runs[:-keep], runs[-keep:]
+        # A live run's record stays until its own shim rewrites it (many skipped runs of a
+        # shared lock group must not make `status` forget the running pid).
+        live = [run for run in dropped if run.result is RunResult.RUNNING and run_is_live(run)]
+        return replace(self, runs=tuple(live + kept))
 
 
 def _required(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:

@@ -157,3 +157,21 @@ def test_file_encoding_is_json_with_one_run_per_line() -> None:
     assert History.from_json("demo", json.loads(text)) == history
     assert text.endswith("\n")
     assert [line.startswith('{"run_id": "r') for line in text.splitlines()[1:3]] == [True, True]
+
+
+def test_trimming_keeps_the_record_of_a_live_run() -> None:
+    import os
+
+    from pcsystemd.history import process_start_ticks
+
+    live = RunRecord(
+        run_id="live",
+        result=RunResult.RUNNING,
+        start="2026-11-23T00:00:00Z",
+        pid=os.getpid(),
+        pid_start=process_start_ticks(os.getpid()),
+    )
+    history = History("demo", runs=(live,))
+    for number in range(5):
+        history = history.with_run(record(number, RunResult.SKIPPED), keep=3)
+    assert [run.run_id for run in history.runs] == ["live", "r2", "r3", "r4"]
