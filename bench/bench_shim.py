@@ -8,8 +8,8 @@ Prints figures and ratios side by side (not a test; nothing is asserted):
 1. Overhead per run: `pcsystemd run-job` (the real entry: cli.main, global config, job file
    audit and parsing, lock, log file, history) against the bare command, both `/bin/true`.
    Wall time (best and median) and peak RSS (median) of N interleaved runs, for two installs:
-   as Debian runs it (/usr/bin/python3 with python3-yaml, this checkout's package first on
-   sys.path: the console script's own code) and with this interpreter (a venv's editable
+   as Debian runs it (/usr/bin/python3 -I with python3-yaml, this checkout's package first
+   on sys.path: the console script's own code) and with this interpreter (a venv's editable
    install adds its path finder to every start). The package's bytecode is compiled first,
    as py3compile does when the Debian package is installed. For scale, the rows marked
    "reference" are the interpreter starting alone and importing PyYAML alone.
@@ -78,16 +78,26 @@ def set_up(work: Path) -> Path:
     return config
 
 
-def interpreters() -> list[tuple[str, str]]:
-    """(label, python) for each install measured: Debian's python3 if it has yaml, and this one."""
+def interpreters() -> list[tuple[str, list[str]]]:
+    """(label, interpreter argv) of each install measured: Debian's python3 if it has yaml,
+    with the -I of the package's entry point (#!/usr/bin/python3 -I), and this one."""
     found = []
     system = subprocess.run(
         [SYSTEM_PYTHON, "-c", "import yaml"], capture_output=True, check=False
     ).returncode
     if system == 0:
-        found.append(("Debian: /usr/bin/python3 + python3-yaml", SYSTEM_PYTHON))
-    found.append((f"this interpreter: {sys.executable}", sys.executable))
+        found.append(("Debian: /usr/bin/python3 -I + python3-yaml", [SYSTEM_PYTHON, "-I"]))
+    found.append((f"this interpreter: {sys.executable}", [sys.executable]))
     return found
+
+
+def shim_environment() -> dict[str, str]:
+    """This environment for the shim, as a run by hand; ENTRY puts the checkout on sys.path,
+    and a PYTHONPATH would make the shim start itself again isolated (cli.main)."""
+    environment = dict(os.environ)
+    for name in ("INVOCATION_ID", "JOURNAL_STREAM", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
+        environment.pop(name, None)
+    return environment
 
 
 def compile_bytecode(python: str) -> None:
@@ -100,20 +110,19 @@ def compile_bytecode(python: str) -> None:
 
 
 def overhead(config: Path, runs: int) -> None:
-    environment = dict(os.environ)
-    environment.pop("INVOCATION_ID", None)
-    environment.pop("JOURNAL_STREAM", None)
+    environment = shim_environment()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": environment}
     shim_arguments = ["run-job", "--config", str(config), "quick"]
     # (label, argv, is the shim); /usr/bin/time's own fork and exec are in every row alike.
     rows: list[tuple[str, list[str], bool]] = [("bare /bin/true", ["/bin/true"], False)]
     for label, python in interpreters():
-        compile_bytecode(python)
-        rows.append((f"{python} -c pass (reference)", [python, "-c", "pass"], False))
+        compile_bytecode(python[0])
+        shown = " ".join(python)
+        rows.append((f"{shown} -c pass (reference)", [*python, "-c", "pass"], False))
         rows.append(
-            (f"{python} -c 'import yaml' (reference)", [python, "-c", "import yaml"], False)
+            (f"{shown} -c 'import yaml' (reference)", [*python, "-c", "import yaml"], False)
         )
-        rows.append((f"run-job, {label}", [python, "-c", ENTRY, *shim_arguments], True))
+        rows.append((f"run-job, {label}", [*python, "-c", ENTRY, *shim_arguments], True))
     for _, argv, _ in rows:  # warm the page cache
         for _ in range(2):
             timed(argv, **quiet)
@@ -160,9 +169,7 @@ def make_input(path: Path, size: int, line_length: int) -> None:
 def throughput(work: Path, config: Path, size: int, rounds: int) -> None:
     source = work / "input"
     subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)  # page cache
-    environment = dict(os.environ)
-    environment.pop("INVOCATION_ID", None)
-    environment.pop("JOURNAL_STREAM", None)
+    environment = shim_environment()
     null = os.stat("/dev/null")
     journal_environment = {**environment, "JOURNAL_STREAM": f"{null.st_dev}:{null.st_ino}"}
     baseline_out = work / "cat.out"

@@ -48,9 +48,9 @@ def run_as_console_script(config_file: Path) -> subprocess.CompletedProcess[str]
         "from pcsystemd.cli import main\n"
         "sys.exit(main())\n"
     )
-    environment = {
-        k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")
-    }
+    # Run by hand, not under systemd; nothing that would make the shim start itself again.
+    left_out = ("INVOCATION_ID", "JOURNAL_STREAM", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")
+    environment = {name: value for name, value in os.environ.items() if name not in left_out}
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=environment
     )
