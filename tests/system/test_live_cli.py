@@ -24,10 +24,10 @@ def test_start_wait_then_logs_history_status_and_list(clean_sandbox: Sandbox) ->
         box,
         "hello",
         "name: Say hello\n"
-        "command: /bin/sh -c 'echo hello from $(id -un) run $PCSYSTEMD_RUN_MARK; echo warn >&2'\n"
+        "command: /bin/sh -c 'echo hello from $(id -un) run $RUN_MARK; echo warn >&2'\n"
         'schedule: "30 12 * * *"\n'
         "tags: [demo]\n"
-        "environment:\n  PCSYSTEMD_RUN_MARK: first\n",
+        "environment:\n  RUN_MARK: first\n",
     )
     pcsystemd(box, "reload")
 
