@@ -12,12 +12,12 @@ import argparse
 import gzip
 import os
 import re
-import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import debian_build
 import pytest
 
 import pcsystemd
@@ -28,11 +28,7 @@ from pcsystemd.config import CONFIG_FIELDS
 pytestmark = pytest.mark.slow
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-BUILD_DEB = REPOSITORY / "scripts" / "build-deb"
 DEBIAN = REPOSITORY / "packaging" / "debian"
-# Outside the repository; shared with the system test and across sessions.
-PACKAGE_CACHE = Path(os.environ.get("PCSYSTEMD_DEB_CACHE", "/var/tmp/pcsystemd-deb"))
-BUILD_TOOLS = ("dpkg-buildpackage", "dh", "pybuild", "lintian")
 # The Debian packages of pcsystemd's Python dependencies (pyproject name -> Debian name).
 DEBIAN_NAMES = {
     "pyyaml": "python3-yaml",
@@ -44,19 +40,7 @@ BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
 
 
 def build_package() -> Path:
-    """The .deb of the current tree: built now, or reused when already built from it."""
-    missing = [tool for tool in BUILD_TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"Debian build tools missing ({', '.join(missing)}): run scripts/setup")
-    result = subprocess.run(
-        [str(BUILD_DEB), "--reuse", str(PACKAGE_CACHE)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/build-deb failed:\n{result.stderr[-5000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return debian_build.build_package((*debian_build.BUILD_TOOLS, "lintian"))
 
 
 @pytest.fixture(scope="module")

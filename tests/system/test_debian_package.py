@@ -11,12 +11,12 @@ import atexit
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import debian_build
 import pytest
 
 import pcsystemd
@@ -25,10 +25,6 @@ from .harness import Sandbox, SandboxUnavailable, check_host, unique_name, wait_
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-BUILD_DEB = REPOSITORY / "scripts" / "build-deb"
-# Shared with tests/integration/test_debian_build.py: one build per source tree.
-PACKAGE_CACHE = Path(os.environ.get("PCSYSTEMD_DEB_CACHE", "/var/tmp/pcsystemd-deb"))
 MODE_VARIABLE = "PCSYSTEMD_SYSTEM_TESTS"  # as in conftest.py: unset | require | skip
 EXAMPLE_JOB = "/usr/share/doc/pcsystemd/examples/jobs/yak.yaml"
 HELLO_JOB = """\
@@ -47,19 +43,7 @@ STATE_PATHS = (
 
 
 def build_package() -> Path:
-    """The .deb of the current tree: built now, or reused when already built from it."""
-    missing = [tool for tool in ("dpkg-buildpackage", "dh", "pybuild") if not shutil.which(tool)]
-    if missing:
-        pytest.skip(f"Debian build tools missing ({', '.join(missing)}): run scripts/setup")
-    result = subprocess.run(
-        [str(BUILD_DEB), "--reuse", str(PACKAGE_CACHE)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/build-deb failed:\n{result.stderr[-5000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return debian_build.build_package()
 
 
 @pytest.fixture(scope="module")
