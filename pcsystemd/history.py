@@ -396,17 +396,22 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise RunError(f"cannot write {path}: {error.strerror}") from error
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (None if there is no such pid)."""
+def proc_stat_fields(pid: int | str) -> list[bytes] | None:
+    """/proc/PID/stat from field 3 (state) on; None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat_file:
             text = stat_file.read()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: count from its end.
-    fields = text[text.rfind(b")") + 2 :].split()
+    return text[text.rfind(b")") + 2 :].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (None if there is no such pid)."""
+    fields = proc_stat_fields(pid)
     try:
-        return int(fields[19])
+        return None if fields is None else int(fields[19])
     except (IndexError, ValueError):
         return None
 

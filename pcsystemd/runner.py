@@ -242,7 +242,7 @@ class _Run:
             now - min(process_elapsed(), _STARTUP_ALLOWANCE) if self.under_systemd else now
         )
         self.started = time.time()
-        self.run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self.started)) + f"-{os.getpid()}"
+        self.run_id = new_run_id(self.started)
         self.log_directory = config.log_directory / job.slug
         self.state_directory = history_directory(config, job.slug)
         self.output = RunOutput(journal.attached_to_journal(1), self.started)
@@ -829,16 +829,21 @@ def _report(slug: str, message: str, result: RunResult = RunResult.ERROR) -> Non
     sys.stderr.flush()
 
 
+def new_run_id(started: float) -> str:
+    """A run's id: its UTC start second and the shim's pid (unique on one host)."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{os.getpid()}"
+
+
 def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
     """Put a job file that vanished or broke since the units were made into its history."""
-    import re
+    from pcsystemd.schema import SLUG_PATTERN  # loaded already: the job load just failed
 
     directory = history_directory(config, slug)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", slug) or not directory.is_dir():
+    if not SLUG_PATTERN.fullmatch(slug) or not directory.is_dir():
         return
     started = time.time()
     record = RunRecord(
-        run_id=time.strftime("%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{os.getpid()}",
+        run_id=new_run_id(started),
         result=RunResult.ERROR,
         start=runlog.utc_timestamp(started),
         end=runlog.utc_timestamp(started),

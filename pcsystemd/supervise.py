@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from pcsystemd.history import process_start_ticks
+from pcsystemd.history import proc_stat_fields, process_start_ticks
 from pcsystemd.journal import PRIORITY_NOTICE
 from pcsystemd.model import RunResult
 from pcsystemd.runlog import STDERR, STDOUT, RunOutput
@@ -80,13 +80,8 @@ def _children_by_scan(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat_file:
-                text = stat_file.read()
-        except OSError:
-            continue
-        fields = text[text.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and fields[1] == str(pid).encode():
+        fields = proc_stat_fields(entry)
+        if fields is not None and len(fields) > 1 and fields[1] == str(pid).encode():
             found.append(int(entry))
     return found
 
