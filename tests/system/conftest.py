@@ -6,7 +6,6 @@ See README.md in this directory for how to use them.
 from __future__ import annotations
 
 import atexit
-import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,9 @@ from types import FrameType
 
 import pytest
 
-from .harness import Sandbox, SandboxUnavailable, check_host, unique_name
+from .harness import Sandbox, skip_or_fail_without_sandbox, unique_name
 
 HERE = Path(__file__).resolve().parent
-# `require`: a host that cannot run the sandbox fails the suite (CI, where it must run);
-# `skip`: never boot it (quick local runs); unset: run when possible, skip with the reason.
-MODE_VARIABLE = "PCSYSTEMD_SYSTEM_TESTS"
 
 _journal_cursor = pytest.StashKey[str]()
 _sandbox_of = pytest.StashKey[Sandbox]()
@@ -42,15 +38,7 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """A booted container with the working tree's pcsystemd installed, for the whole session."""
-    mode = os.environ.get(MODE_VARIABLE, "")
-    if mode == "skip":
-        pytest.skip(f"{MODE_VARIABLE}=skip")
-    try:
-        check_host()
-    except SandboxUnavailable as unavailable:
-        if mode == "require":
-            pytest.fail(f"{MODE_VARIABLE}=require but {unavailable}")
-        pytest.skip(str(unavailable))
+    skip_or_fail_without_sandbox()
 
     container = Sandbox(unique_name())
     atexit.register(container.stop)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 SANDBOX_SCRIPT = REPOSITORY / "tests" / "system" / "sandbox"
 DEFAULT_ROOTFS = Path("/var/cache/pcsystemd-test/rootfs")
@@ -98,6 +100,24 @@ def unique_name(prefix: str = "pcsy") -> str:
     name = f"{prefix}-{os.getpid()}-{secrets.token_hex(3)}"
     assert len(name) <= 40, name
     return name
+
+
+# `require`: a host that cannot run the sandbox fails the suite (CI, where it must run);
+# `skip`: never boot it (quick local runs); unset: run when possible, skip with the reason.
+MODE_VARIABLE = "PCSYSTEMD_SYSTEM_TESTS"
+
+
+def skip_or_fail_without_sandbox() -> None:
+    """Before booting: skip (or, with PCSYSTEMD_SYSTEM_TESTS=require, fail) with the reason."""
+    mode = os.environ.get(MODE_VARIABLE, "")
+    if mode == "skip":
+        pytest.skip(f"{MODE_VARIABLE}=skip")
+    try:
+        check_host()
+    except SandboxUnavailable as unavailable:
+        if mode == "require":
+            pytest.fail(f"{MODE_VARIABLE}=require but {unavailable}")
+        pytest.skip(str(unavailable))
 
 
 def check_host(rootfs: Path = DEFAULT_ROOTFS) -> None:

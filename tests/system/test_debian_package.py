@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ import pytest
 
 import pcsystemd
 
-from .harness import Sandbox, SandboxUnavailable, check_host, unique_name, wait_until
+from .harness import Sandbox, skip_or_fail_without_sandbox, unique_name, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
-MODE_VARIABLE = "PCSYSTEMD_SYSTEM_TESTS"  # as in conftest.py: unset | require | skip
 EXAMPLE_JOB = "/usr/share/doc/pcsystemd/examples/jobs/yak.yaml"
 HELLO_JOB = """\
 name: Say hello on both streams
@@ -73,15 +71,7 @@ def upgrade_deb(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def box() -> Iterator[Sandbox]:
     """A freshly booted container of its own, with nothing of pcsystemd in it."""
-    mode = os.environ.get(MODE_VARIABLE, "")
-    if mode == "skip":
-        pytest.skip(f"{MODE_VARIABLE}=skip")
-    try:
-        check_host()
-    except SandboxUnavailable as unavailable:
-        if mode == "require":
-            pytest.fail(f"{MODE_VARIABLE}=require but {unavailable}")
-        pytest.skip(str(unavailable))
+    skip_or_fail_without_sandbox()
     container = Sandbox(unique_name("pcsy-deb"))
     atexit.register(container.stop)
     try:
