@@ -7,12 +7,16 @@ files, independently of the YAML loader.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -31,6 +35,30 @@ from pcsystemd.runlog import list_log_files
 
 PYTHON = sys.executable
 REPOSITORY = Path(__file__).resolve().parents[2]
+# Debian's interpreter, the one the venv was made from: the shim needs only the standard
+# library, and an unprivileged user may not be able to enter the venv's directory.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@functools.cache
+def readable_package_root() -> str:
+    """A copy of the pcsystemd package that any user can import (a PYTHONPATH entry).
+
+    The checkout may lie in a directory only root can enter (CI clones into one), and the
+    tests that run the shim as an unprivileged user must not depend on where it lies.
+    """
+    root = Path(tempfile.mkdtemp(prefix="pcsystemd-readable-"))
+    root.chmod(0o755)
+    shutil.copytree(
+        REPOSITORY / "pcsystemd",
+        root / "pcsystemd",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return str(root)
+
 
 # Runs run_job() in a fresh process; the shim's peak RSS (KiB) goes to a file. VmHWM, not
 # getrusage(): ru_maxrss keeps the high-water mark of the address space before exec, which
@@ -108,10 +136,10 @@ def start_shim(
     spec.write_bytes(pickle.dumps((job, config, options, str(usage_file or ""))))
     spec.chmod(0o644)
     env = {key: value for key, value in os.environ.items() if key not in _SYSTEMD_VARIABLES}
-    env["PYTHONPATH"] = str(REPOSITORY)
+    env["PYTHONPATH"] = str(REPOSITORY) if user is None else readable_package_root()
     env.update(environment or {})
     return subprocess.Popen(
-        [PYTHON, "-c", _DRIVER, str(spec)],
+        [PYTHON if user is None else SYSTEM_PYTHON, "-c", _DRIVER, str(spec)],
         stdin=stdin,
         stdout=stdout,
         stderr=stderr,

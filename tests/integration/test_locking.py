@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,13 +14,14 @@ from pathlib import Path
 
 import pytest
 from shim_helpers import (
-    REPOSITORY,
+    SYSTEM_PYTHON,
     history_data,
     last_run,
     log_files,
     make_config,
     make_job,
     only_log,
+    readable_package_root,
     run_shim,
     shell,
     start_shim,
@@ -245,11 +245,11 @@ def test_by_hand_as_non_root_is_refused_with_directions(open_tmp: Path) -> None:
     lock_path = open_tmp / "locks" / "demo.lock"
     os.close(locking.open_lock(lock_path, inherited_fd=-1))
     result = subprocess.run(
-        [sys.executable, "-c", code, str(lock_path)],
+        [SYSTEM_PYTHON, "-c", code, str(lock_path)],
         capture_output=True,
         text=True,
         user=NOBODY,
-        env={"PYTHONPATH": str(REPOSITORY)},
+        env={"PYTHONPATH": readable_package_root()},
         stdin=subprocess.DEVNULL,
         check=True,
     )
