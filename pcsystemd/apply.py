@@ -38,6 +38,8 @@ from pcsystemd.errors import ConfigError, Diagnostic, SystemdError, UsageError
 from pcsystemd.install import Changes, is_generated_by_us, sync_directory
 from pcsystemd.model import (
     DEFAULT_CONFIG_PATH,
+    RELOAD_PATH_UNIT,
+    RELOAD_SERVICE_UNIT,
     UNIT_PREFIX,
     GlobalConfig,
     Mode,
@@ -59,6 +61,9 @@ GENERATOR_NAME = "pcsystemd-generator"
 CONFIG_VARIABLE = "PCSYSTEMD_CONFIG"
 # A job's service gets TimeoutStopSec= (20 s) to record its result; wait a little longer.
 STOP_TIMEOUT_SECONDS = 60.0
+# `reload --auto`: changes that arrive during a reload do not start pcsystemd-reload.service
+# again (systemd merges them into its running start job), so it looks itself, this often.
+AUTO_RELOAD_ATTEMPTS = 10
 
 
 class ModeError(UsageError):
@@ -98,10 +103,10 @@ class Step:
 
 @dataclass(frozen=True)
 class Desired:
-    """What the job directory asks for: unit files, and the timers that must be running."""
+    """What the job directory asks for: unit files, and the triggers that must be running."""
 
     files: Mapping[str, str]
-    timers: frozenset[str]
+    triggers: frozenset[str]  # the jobs' timers, and generator mode's pcsystemd-reload.path
     keep: frozenset[str]  # unit bases of invalid jobs whose last good units stay
     job_count: int
     diagnostics: tuple[Diagnostic, ...]
@@ -172,7 +177,10 @@ def desired_state(config: GlobalConfig, mode: Mode) -> Desired:
     keep = invalid_unit_bases(diagnostics) if mode is Mode.APPLY else frozenset()
     return Desired(
         files=files,
-        timers=frozenset(job.timer_name for job in jobs if job.timer_name in files),
+        triggers=frozenset(
+            [job.timer_name for job in jobs if job.timer_name in files]
+            + [RELOAD_PATH_UNIT] * (RELOAD_PATH_UNIT in files)
+        ),
         keep=keep,
         job_count=len(jobs),
         diagnostics=tuple(diagnostics),
@@ -196,6 +204,15 @@ def observe(names: Iterable[str]) -> Observed:
         name: systemd.unit_state(name) for name in sorted(set(names)) if not _is_template(name)
     }
     return Observed(units=units, loaded=tuple(systemd.list_units(f"{UNIT_PREFIX}*")))
+
+
+def _may_stop(name: str) -> bool:
+    """Whether a plan may stop this unit when its file goes.
+
+    Never pcsystemd-reload.service: it may be the very process executing the plan (`reload
+    --auto` after auto_reload was turned off), and it ends by itself within its timeout.
+    """
+    return name != RELOAD_SERVICE_UNIT
 
 
 def _stop_order(name: str) -> tuple[int, str]:
@@ -227,7 +244,7 @@ def decide(
     # A tag target is never stopped: loaded jobs still PartOf= it would be stopped with it.
     for name in sorted(going, key=_stop_order):
         unit = state(name)
-        if unit is not None and unit.busy and not name.endswith(".target"):
+        if unit is not None and unit.busy and _may_stop(name) and not name.endswith(".target"):
             steps.append(Step(Action.STOP, name, "its job is gone or disabled"))
 
     # Enablement links live in /etc next to apply mode's files (the generator makes its own).
@@ -254,7 +271,7 @@ def decide(
         ]
 
     masked = set()
-    for timer in sorted(desired.timers):
+    for timer in sorted(desired.triggers):
         unit = state(timer)
         if unit is not None and unit.load_state == "masked":
             masked.add(timer)
@@ -275,7 +292,7 @@ def decide(
             steps.append(Step(Action.RELOAD, "systemd", f"systemd has old versions of {note}"))
 
     changed = set(changes.changed)
-    for timer in sorted(desired.timers - masked):
+    for timer in sorted(desired.triggers - masked):
         unit = state(timer)
         active = unit is not None and unit.known and unit.active_state == "active"
         if not active:
@@ -291,7 +308,7 @@ def decide(
         if loaded.load_state != "not-found" or loaded.name in produced or loaded.name in going:
             continue
         # an orphan: systemd still holds a unit whose file is gone
-        if loaded.active_state in systemd.BUSY_STATES:
+        if loaded.active_state in systemd.BUSY_STATES and _may_stop(loaded.name):
             steps.append(Step(Action.STOP, loaded.name, "orphan: its file is gone"))
         elif loaded.active_state == "failed":
             steps.append(Step(Action.RESET_FAILED, loaded.name, "orphan: its file is gone"))
@@ -408,7 +425,7 @@ def _sweep(produced: set[str], report: Callable[[Step], None]) -> None:
     for loaded in systemd.list_units(f"{UNIT_PREFIX}*"):
         if loaded.load_state != "not-found" or loaded.name in produced:
             continue
-        if loaded.active_state in systemd.BUSY_STATES:
+        if loaded.active_state in systemd.BUSY_STATES and _may_stop(loaded.name):
             systemd.stop(loaded.name, wait=True, timeout=STOP_TIMEOUT_SECONDS)
             report(Step(Action.STOP, loaded.name, "orphan: its file is gone"))
         if systemd.unit_state(loaded.name).failed:
@@ -467,6 +484,13 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
         parser.add_argument(
             "--diff", action="store_true", help="also print the unit file changes as a diff"
         )
+        if name == "reload":
+            parser.add_argument(
+                "--auto",
+                action="store_true",
+                help="what pcsystemd-reload.service runs (auto_reload): reload again while "
+                "the job directory or the global config keeps changing; nothing in apply mode",
+            )
 
 
 @contextmanager
@@ -521,6 +545,14 @@ def _command(args: argparse.Namespace, mode: Mode) -> int:
 
     name = "apply" if mode is Mode.APPLY else "reload"
     config = load_config(args)
+    auto = getattr(args, "auto", False)
+    if auto and args.check:
+        raise UsageError("--auto changes things; it cannot be combined with --check")
+    if auto and config.mode is not Mode.GENERATOR:
+        # The watcher saw the config switch to apply mode: `pcsystemd apply` takes over (and
+        # removes the watcher); failing here would only leave a failed unit behind.
+        print(f"pcsystemd reload --auto: mode is {config.mode}, nothing to do", file=sys.stderr)
+        return 0
     refuse_other_mode(config, mode)
     if mode is Mode.GENERATOR:
         check_generator_view(args, "pcsystemd reload")
@@ -533,7 +565,73 @@ def _command(args: argparse.Namespace, mode: Mode) -> int:
     with ExitStack() as stack:
         if not args.check:
             stack.enter_context(exclusive(config))
+        if auto:
+            return _reload_until_settled(args, config)
         return _plan_and_execute(args, config, mode)
+
+
+def watched_state(config: GlobalConfig) -> list[tuple[object, ...]]:
+    """What pcsystemd-reload.path watches, as comparable rows: equal rows, nothing changed.
+
+    ctime as well as mtime: `cp -p` and rsync keep a file's mtime, never its ctime.
+    """
+    rows: list[tuple[object, ...]] = []
+    for path in (Path(DEFAULT_CONFIG_PATH), config.job_directory):
+        try:
+            status = path.stat()
+        except OSError:
+            rows.append((str(path),))
+            continue
+        rows.append(
+            (str(path), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+        )
+    try:
+        with os.scandir(config.job_directory) as entries:
+            for entry in entries:
+                try:
+                    status = entry.stat()
+                except OSError:
+                    rows.append((entry.name,))
+                    continue
+                rows.append(
+                    (
+                        entry.name,
+                        status.st_ino,
+                        status.st_size,
+                        status.st_mtime_ns,
+                        status.st_ctime_ns,
+                    )
+                )
+    except OSError:
+        pass  # the directory itself is gone: its row above says so
+    return sorted(rows, key=repr)
+
+
+def _reload_until_settled(args: argparse.Namespace, config: GlobalConfig) -> int:
+    """`reload --auto`: reload, and again if the watched files changed meanwhile (bounded)."""
+    from pcsystemd.cli import load_config
+
+    status = 0
+    for attempt in range(AUTO_RELOAD_ATTEMPTS):
+        if attempt:
+            config = load_config(args)
+            if config.mode is not Mode.GENERATOR:
+                return status
+        before = watched_state(config)
+        status = _plan_and_execute(args, config, Mode.GENERATOR)
+        if watched_state(config) == before:
+            return status
+        print(
+            "pcsystemd reload --auto: the job directory or the global config changed during "
+            "the reload; reloading again",
+            file=sys.stderr,
+        )
+    print(
+        f"pcsystemd reload --auto: still changing after {AUTO_RELOAD_ATTEMPTS} reloads; the "
+        "next change starts another run",
+        file=sys.stderr,
+    )
+    return status
 
 
 def _plan_and_execute(args: argparse.Namespace, config: GlobalConfig, mode: Mode) -> int:

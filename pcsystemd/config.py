@@ -174,6 +174,15 @@ CONFIG_FIELDS: tuple[ConfigField, ...] = (
         "Flag files of `pcsystemd disable JOB`.",
     ),
     ConfigField(
+        "auto_reload",
+        "auto_reload",
+        parse_boolean,
+        "boolean",
+        "Generator mode: pcsystemd-reload.path runs `pcsystemd reload` whenever the job "
+        "directory or this file changes, so job changes go live by themselves. false: they go "
+        "live at `pcsystemd reload` or at boot.",
+    ),
+    ConfigField(
         "allowed_users",
         "allowed_users",
         _ACCOUNTS,

@@ -1,10 +1,11 @@
 """`pcsystemd-generator`: systemd runs it at boot and on every daemon-reload (systemd.generator(7)).
 
 It compiles the job directory into the generator's normal output directory and links every
-enabled timer into `timers.target.wants/`. It must never fail the boot: a bad job is skipped and
-reported (to the kernel log, which the journal picks up, as generators have no journal of their
-own this early), and even a broken global config only means "no jobs". It uses no D-Bus and
-writes nothing outside the directory systemd hands it.
+enabled timer into `timers.target.wants/` (and, with `auto_reload`, the watcher
+pcsystemd-reload.path into `paths.target.wants/`). It must never fail the boot: a bad job is
+skipped and reported (to the kernel log, which the journal picks up, as generators have no
+journal of their own this early), and even a broken global config only means "no jobs". It
+uses no D-Bus and writes nothing outside the directory systemd hands it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pcsystemd.errors import Diagnostic, PcsystemdError
-from pcsystemd.model import GlobalConfig, Mode
+from pcsystemd.model import RELOAD_PATH_UNIT, GlobalConfig, Mode
 
 _KMSG = Path("/dev/kmsg")
 _ERROR, _WARNING, _INFO = 3, 4, 6
@@ -46,19 +47,27 @@ def generate_into(directory: Path, config: GlobalConfig) -> tuple[int, list[Diag
     jobs, diagnostics = load_jobs(config)
     jobs = honour_runtime_switches(jobs, config)
     files = render_all(jobs, config, diagnostics)
-    wants = directory / "timers.target.wants"
     # systemd hands us a fresh, empty directory on a tmpfs that nobody reads until we exit:
     # plain writes suffice (no temporary files, no fsync; at boot every millisecond counts).
     for name, text in files.items():
         (directory / name).write_text(text, encoding="utf-8")
     timers = [job.timer_name for job in jobs if job.timer_name in files]
-    if timers:
-        wants.mkdir(exist_ok=True)
-        for timer in timers:
-            link = wants / timer
-            if not link.is_symlink():
-                link.symlink_to(directory / timer)
+    _link(directory, "timers.target.wants", timers)
+    # The watcher (auto_reload) starts with the other path units at boot.
+    _link(directory, "paths.target.wants", [RELOAD_PATH_UNIT] if RELOAD_PATH_UNIT in files else [])
     return sum(1 for job in jobs if job.service_name in files), diagnostics
+
+
+def _link(directory: Path, wants_directory: str, units: list[str]) -> None:
+    """`<directory>/<wants_directory>/<unit>` → the unit: what `systemctl enable` would make."""
+    if not units:
+        return
+    wants = directory / wants_directory
+    wants.mkdir(exist_ok=True)
+    for unit in units:
+        link = wants / unit
+        if not link.is_symlink():
+            link.symlink_to(directory / unit)
 
 
 def run(argv: Sequence[str]) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from pcsystemd.errors import PcsystemdError
 from pcsystemd.model import GENERATED_MARKER, UNIT_PREFIX
 
-_UNIT_SUFFIXES = (".service", ".timer", ".target")
+_UNIT_SUFFIXES = (".service", ".timer", ".target", ".path")
 
 
 class InstallError(PcsystemdError):

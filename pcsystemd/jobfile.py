@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pcsystemd.errors import ConfigError, Diagnostic
-from pcsystemd.model import GlobalConfig, Job
+from pcsystemd.model import RELOAD_SERVICE_UNIT, RELOAD_SLUG, GlobalConfig, Job
 from pcsystemd.schema import SLUG_PATTERN, SLUG_RULE, build_job, config_name
 from pcsystemd.yamlload import parse_yaml, read_limited
 
@@ -56,6 +56,14 @@ def slug_from_path(path: Path | str) -> str:
             f"{slug!r} is not a valid job name: the file name without .yaml names the job and "
             f"its units (pcsystemd-<name>.service), so it must be {SLUG_RULE}; rename the file, "
             f"e.g. to {_suggest_slug(slug)}.yaml",
+        )
+    if slug == RELOAD_SLUG:
+        raise ConfigError.at(
+            path,
+            0,
+            0,
+            f"{slug!r} is reserved: {RELOAD_SERVICE_UNIT} is pcsystemd's own unit that makes "
+            f"job changes live; rename the file, e.g. to {slug}-job.yaml",
         )
     return slug
 

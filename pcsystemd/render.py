@@ -19,9 +19,12 @@ from pcsystemd.model import (
     GENERATED_MARKER,
     KILL_GRACE_SECONDS,
     RECORD_MARGIN_SECONDS,
+    RELOAD_PATH_UNIT,
+    RELOAD_SERVICE_UNIT,
     UNIT_PREFIX,
     GlobalConfig,
     Job,
+    Mode,
 )
 
 NOTIFY_TEMPLATE_UNIT = f"{UNIT_PREFIX}notify@.service"
@@ -254,7 +257,34 @@ def render_all(
         lock_directory=str(config.lock_directory),
         source="pcsystemd's lock template",
     )
+    files.update(render_reload_units(config))
     return dict(sorted(files.items()))
+
+
+def render_reload_units(config: GlobalConfig) -> dict[str, str]:
+    """Generator mode's watcher, pcsystemd-reload.path and .service (none without auto_reload).
+
+    Apply mode has none: there config management decides when changes go live.
+    """
+    if config.mode is not Mode.GENERATOR or not config.auto_reload:
+        return {}
+    source = "the global config's auto_reload"
+    # Exactly what the generator reads: the default config file (never --config) and the
+    # job_directory it names; `reload` refuses other views (apply.check_generator_view).
+    reload_command = escape.exec_command((resolve_shim_path(config), "reload", "--auto"))
+    return {
+        RELOAD_PATH_UNIT: _render(
+            config,
+            RELOAD_PATH_UNIT,
+            job_directory=str(config.job_directory),
+            config_file=DEFAULT_CONFIG_PATH,
+            service=RELOAD_SERVICE_UNIT,
+            source=source,
+        ),
+        RELOAD_SERVICE_UNIT: _render(
+            config, RELOAD_SERVICE_UNIT, reload_command=reload_command, source=source
+        ),
+    }
 
 
 def render_notify_unit(config: GlobalConfig) -> str:

@@ -81,7 +81,7 @@ def test_a_runtime_disabled_job_loses_its_timer_but_keeps_its_service(
     write_job(config, "cow", YAK.replace("yak", "cow"))
     set_disabled(config, "yak", True)
     wanted = desired_state(config, Mode.APPLY)
-    assert wanted.timers == {"pcsystemd-cow.timer"}
+    assert wanted.triggers == {"pcsystemd-cow.timer"}
     assert "pcsystemd-yak.service" in wanted.files and "pcsystemd-yak.timer" not in wanted.files
     assert "Wants=pcsystemd-yak.timer" not in wanted.files["pcsystemd-tag-farm.target"]
     assert "Wants=pcsystemd-cow.timer" in wanted.files["pcsystemd-tag-farm.target"]
@@ -181,6 +181,17 @@ def test_reload_refuses_apply_mode_and_foreign_configs(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "must see what the generator sees" in refused.stderr
 
 
+def test_the_watcher_does_nothing_in_apply_mode_and_never_with_check(tmp_path: Path) -> None:
+    # the watcher saw the config switch to apply mode: not an error, `apply` takes over
+    config_file = tmp_path / "pcsystemd.yaml"
+    config_file.write_text(f"mode: apply\njob_directory: {tmp_path}\n")
+    quiet = run_cli("reload", "--auto", config_file=config_file)
+    assert (quiet.returncode, quiet.stdout) == (0, ""), quiet.stderr
+    assert "mode is apply, nothing to do" in quiet.stderr
+    refused = run_cli("reload", "--auto", "--check", config_file=config_file)
+    assert refused.returncode == 2 and "cannot be combined with --check" in refused.stderr
+
+
 @pytest.mark.skipif(
     any((d / GENERATOR_NAME).exists() for d in GENERATOR_SEARCH_PATH)
     or Path(DEFAULT_CONFIG_PATH).exists(),
@@ -265,4 +276,4 @@ def test_a_missing_job_directory_is_not_taken_for_no_jobs(config: GlobalConfig) 
 
     with pytest.raises(ConfigError, match="refusing to remove the units of every job"):
         desired_state(replace(config, job_directory=config.job_directory / "typo"), Mode.APPLY)
-    assert desired_state(config, Mode.APPLY).timers == frozenset()  # empty: deliberate
+    assert desired_state(config, Mode.APPLY).triggers == frozenset()  # empty: deliberate

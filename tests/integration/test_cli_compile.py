@@ -43,11 +43,14 @@ def test_generate_writes_units_and_summarises(site: Path) -> None:
         "pcsystemd-lock@.service",
         "pcsystemd-manual.service",
         "pcsystemd-notify@.service",
+        # generator mode (the default) with auto_reload: the watcher comes along
+        "pcsystemd-reload.path",
+        "pcsystemd-reload.service",
         "pcsystemd-yak.service",
         "pcsystemd-yak.timer",
     ]
     assert "2 job(s) compiled, 0 invalid" in result.stderr
-    assert "5 added" in result.stderr
+    assert "7 added" in result.stderr
 
 
 def test_second_generate_changes_nothing_and_keeps_mtimes(site: Path) -> None:
@@ -55,7 +58,7 @@ def test_second_generate_changes_nothing_and_keeps_mtimes(site: Path) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in (site / "out").iterdir()}
     result = pcsystemd(site, "generate", "--output", str(site / "out"))
     assert result.returncode == 0
-    assert "0 added, 0 changed, 0 removed, 5 unchanged" in result.stderr
+    assert "0 added, 0 changed, 0 removed, 7 unchanged" in result.stderr
     assert {p.name: p.stat().st_mtime_ns for p in (site / "out").iterdir()} == before
 
 

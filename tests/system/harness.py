@@ -64,6 +64,9 @@ timeout 60 systemctl stop 'pcsystemd-*' 2>/dev/null
 rm -rf /etc/pcsystemd /var/log/pcsystemd /var/lib/pcsystemd /run/pcsystemd
 find /etc/systemd/system /run/systemd/system -depth -name 'pcsystemd*' -exec rm -rf {} + 2>/dev/null
 install -d -m 0755 -o root -g root /etc/pcsystemd /etc/pcsystemd/jobs
+# No watcher by default: a test that runs `pcsystemd reload` reads that reload's own output
+# (tests/system/test_live_auto_reload.py turns it on).
+printf 'auto_reload: false\n' > /etc/pcsystemd/pcsystemd.yaml
 systemd-tmpfiles --create /usr/lib/tmpfiles.d/pcsystemd.conf
 if [ -e /usr/local/lib/pcsystemd-test/pcsystemd-generator ]; then
     mv /usr/local/lib/pcsystemd-test/pcsystemd-generator \

@@ -124,20 +124,19 @@ def run_logs(box: Sandbox, slug: str) -> list[str]:
     return sorted(listing.stdout.split())
 
 
-def make_live(box: Sandbox, slug: str) -> None:
-    """systemctl daemon-reload, then `pcsystemd reload`; the job's timer ends up listed."""
-    box.systemctl("daemon-reload")
-    # The generator compiled the job: systemd knows the timer. A bare daemon-reload leaves a
-    # new timer inactive (docs/operations.md), which is what `pcsystemd reload` is for.
-    assert f"pcsystemd-{slug}.timer" in box.systemctl("list-timers", "--all").stdout
-    fragment = box.unit_property(f"pcsystemd-{slug}.timer", "FragmentPath")
-    assert fragment == f"/run/systemd/generator/pcsystemd-{slug}.timer"
-    box.exec(["pcsystemd", "reload"], timeout=120)
+def wait_for_live_timer(box: Sandbox, slug: str) -> None:
+    """The job file was dropped and nothing else: the package's watcher makes it live.
+
+    pcsystemd-reload.path (generated, started by postinst's `pcsystemd reload`) sees the job
+    directory change and runs `pcsystemd reload --auto`; the timer is then in list-timers.
+    """
     wait_until(
         lambda: f"pcsystemd-{slug}.timer" in box.systemctl("list-timers").stdout,
-        20,
+        30,
         message=f"pcsystemd-{slug}.timer in systemctl list-timers",
     )
+    fragment = box.unit_property(f"pcsystemd-{slug}.timer", "FragmentPath")
+    assert fragment == f"/run/systemd/generator/pcsystemd-{slug}.timer"
 
 
 def job_report(box: Sandbox, slug: str) -> dict[str, Any]:
@@ -178,7 +177,8 @@ def test_install_run_upgrade_remove_purge(box: Sandbox, deb: Path, upgrade_deb: 
     # An example job from the package's own docs becomes a live timer.
     box.exec(["cp", EXAMPLE_JOB, "/etc/pcsystemd/jobs/yak.yaml"])
     box.write_file("/etc/pcsystemd/jobs/hello.yaml", HELLO_JOB)
-    make_live(box, "yak")
+    assert box.unit_property("pcsystemd-reload.path", "ActiveState") == "active"
+    wait_for_live_timer(box, "yak")
     assert box.unit_property("pcsystemd-yak.timer", "ActiveState") == "active"
 
     # A started run writes its log file and its journal lines.
@@ -303,8 +303,10 @@ def test_packaged_code_uses_debians_libraries(box: Sandbox, deb: Path) -> None:
     # croniter: the next run times
     explained = box.exec(["pcsystemd", "explain", "yak", "--count", "2"]).stdout
     assert len(re.findall(r"12:30:00", explained)) >= 2, explained
+    # the issue's own words: drop a job file, `systemctl daemon-reload`, and it is listed
+    box.systemctl("daemon-reload")
+    wait_for_live_timer(box, "yak")
     # pystemd: the live state over D-Bus
-    make_live(box, "yak")
     assert run_to_completion(box, "pcsystemd-yak.service") == "success"
     report = job_report(box, "yak")
     assert report["timer_active"] is True

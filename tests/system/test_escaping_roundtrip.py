@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pcsystemd import escape
-from pcsystemd.model import GlobalConfig, Job
+from pcsystemd.model import GlobalConfig, Job, Mode
 from pcsystemd.render import render_all, unit_settings
 from pcsystemd.schema import build_job
 from pcsystemd.yamlload import parse_yaml
@@ -245,7 +245,9 @@ def _assert_process_got_exact_values(sandbox: Sandbox, job: Job) -> None:
 
 def test_hostile_values_round_trip_through_systemd(clean_sandbox: Sandbox) -> None:
     sandbox = clean_sandbox
-    config = GlobalConfig(shim_path="/usr/bin/pcsystemd", source_path=Path(CONFIG_PATH))
+    config = GlobalConfig(
+        shim_path="/usr/bin/pcsystemd", source_path=Path(CONFIG_PATH), mode=Mode.APPLY
+    )
     job = hostile_job()
     files = render_all([job], config)
     assert {job.service_name, job.timer_name} <= set(files)
@@ -253,7 +255,7 @@ def test_hostile_values_round_trip_through_systemd(clean_sandbox: Sandbox) -> No
     for name, text in files.items():
         sandbox.write_file(f"{SYSTEM_UNITS}/{name}", text)
     sandbox.write_file(SOURCE_PATH, BENIGN_JOB)
-    sandbox.write_file(CONFIG_PATH, "")
+    sandbox.write_file(CONFIG_PATH, "mode: apply\n")
     _make_directories(sandbox, job)
     sandbox.systemctl("daemon-reload")
 

@@ -50,7 +50,7 @@ def absent(name: str) -> UnitState:
 def desired(*names: str, timers: tuple[str, ...] = ()) -> Desired:
     return Desired(
         files={name: f"# {name}\n" for name in names},
-        timers=frozenset(timers),
+        triggers=frozenset(timers),
         keep=frozenset(),
         job_count=len(timers),
         diagnostics=(),
@@ -296,3 +296,38 @@ def test_desired_counts_only_errors_as_invalid() -> None:
         ),
     )
     assert wanted.invalid_count == 1
+
+
+WATCHER = ["pcsystemd-reload.path", "pcsystemd-reload.service"]
+
+
+def test_generator_mode_starts_the_watcher_like_a_timer() -> None:
+    steps, _ = plan(
+        Mode.GENERATOR,
+        Changes(added=[*WATCHER]),
+        desired(*WATCHER, timers=("pcsystemd-reload.path",)),
+        [absent(name) for name in WATCHER],
+    )
+    assert steps == [
+        (Action.ADD, f"{GENERATED}/pcsystemd-reload.path"),
+        (Action.ADD, f"{GENERATED}/pcsystemd-reload.service"),
+        (Action.RELOAD, "systemd"),
+        (Action.START, "pcsystemd-reload.path"),
+    ]
+
+
+def test_the_watcher_service_is_never_stopped_as_it_may_be_running_the_plan() -> None:
+    # auto_reload was turned off: the watcher's files go while its service runs `reload --auto`
+    steps, _ = plan(
+        Mode.GENERATOR,
+        Changes(removed=[*WATCHER]),
+        desired(),
+        [unit("pcsystemd-reload.path", enabled="static"), unit("pcsystemd-reload.service")],
+        loaded=(UnitSummary("pcsystemd-reload.service", "", "not-found", "active", "start", None),),
+    )
+    assert steps == [
+        (Action.STOP, "pcsystemd-reload.path"),
+        (Action.REMOVE, f"{GENERATED}/pcsystemd-reload.path"),
+        (Action.REMOVE, f"{GENERATED}/pcsystemd-reload.service"),
+        (Action.RELOAD, "systemd"),
+    ]
