@@ -175,12 +175,12 @@ def desired_state(config: GlobalConfig, mode: Mode) -> Desired:
     # The generator skips an invalid job (its directory is emptied at every run); apply keeps
     # the job's last good units so that a typo does not silently stop a job.
     keep = invalid_unit_bases(diagnostics) if mode is Mode.APPLY else frozenset()
+    triggers = {job.timer_name for job in jobs if job.timer_name in files}
+    if RELOAD_PATH_UNIT in files:
+        triggers.add(RELOAD_PATH_UNIT)
     return Desired(
         files=files,
-        triggers=frozenset(
-            [job.timer_name for job in jobs if job.timer_name in files]
-            + [RELOAD_PATH_UNIT] * (RELOAD_PATH_UNIT in files)
-        ),
+        triggers=frozenset(triggers),
         keep=keep,
         job_count=len(jobs),
         diagnostics=tuple(diagnostics),
@@ -575,33 +575,25 @@ def watched_state(config: GlobalConfig) -> list[tuple[object, ...]]:
 
     ctime as well as mtime: `cp -p` and rsync keep a file's mtime, never its ctime.
     """
-    rows: list[tuple[object, ...]] = []
-    for path in (Path(DEFAULT_CONFIG_PATH), config.job_directory):
+
+    def row(name: str, status: os.stat_result | None) -> tuple[object, ...]:
+        if status is None:
+            return (name,)
+        return (name, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+
+    def stat_or_none(stat: Callable[[], os.stat_result]) -> os.stat_result | None:
         try:
-            status = path.stat()
+            return stat()
         except OSError:
-            rows.append((str(path),))
-            continue
-        rows.append(
-            (str(path), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-        )
+            return None
+
+    rows = [
+        row(str(path), stat_or_none(path.stat))
+        for path in (Path(DEFAULT_CONFIG_PATH), config.job_directory)
+    ]
     try:
         with os.scandir(config.job_directory) as entries:
-            for entry in entries:
-                try:
-                    status = entry.stat()
-                except OSError:
-                    rows.append((entry.name,))
-                    continue
-                rows.append(
-                    (
-                        entry.name,
-                        status.st_ino,
-                        status.st_size,
-                        status.st_mtime_ns,
-                        status.st_ctime_ns,
-                    )
-                )
+            rows += [row(entry.name, stat_or_none(entry.stat)) for entry in entries]
     except OSError:
         pass  # the directory itself is gone: its row above says so
     return sorted(rows, key=repr)
