@@ -12,6 +12,10 @@ while the run holding the job's lock is still writing. A file that cannot be par
 reported, moved aside to `history.json.corrupt`, and replaced by a fresh history: losing the
 record is better than refusing to run the job.
 
+A run reads the file once per update, under that lock: twice in all (its `running` record,
+then its result), once when it is refused before it starts. The circuit breaker is decided
+from what the run's first update read (see runner.py), so there is no separate look at it.
+
 While a run is live its record says `running` with the shim's pid and that process's start
 time, so `status` can say `{pid: …, status: running}` and tell a live run from one whose shim
 was killed (PID reuse cannot fool the start-time comparison).
@@ -41,7 +45,6 @@ if TYPE_CHECKING:
 HISTORY_FILE = "history.json"
 _LOCK_FILE = ".history.lock"
 _FORMAT = 1
-_RESULTS = {result.value: result for result in RunResult}
 
 
 @dataclass(frozen=True)
@@ -81,47 +84,9 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: Any) -> RunRecord:
+        """A stored run; ValueError names the field that is missing or of the wrong type."""
         if not isinstance(data, dict):
             raise ValueError("a run is not an object")
-        # Every run reads the whole history three times: records as the shim writes them
-        # take this short way; anything else gets the checks below, with their messages.
-        get = data.get
-        end, duration, exit_status = get("end"), get("duration_seconds"), get("exit_status")
-        signal, pid, pid_start = get("signal"), get("pid"), get("pid_start")
-        log_file, attempts, message = get("log_file"), get("attempts"), get("message")
-        run_id, result, start = get("run_id"), get("result"), get("start")
-        slow_start = get("slow_start")
-        member = _RESULTS.get(result) if type(result) is str else None
-        if (
-            member is not None
-            and type(run_id) is str
-            and type(start) is str
-            and (end is None or type(end) is str)
-            and (duration is None or type(duration) is float or type(duration) is int)
-            and (exit_status is None or type(exit_status) is int)
-            and (signal is None or type(signal) is str)
-            and (pid is None or type(pid) is int)
-            and (pid_start is None or type(pid_start) is int)
-            and (log_file is None or type(log_file) is str)
-            and (attempts is None or type(attempts) is int)
-            and (slow_start is None or type(slow_start) is bool)
-            and (message is None or type(message) is str)
-        ):
-            return cls(
-                run_id=run_id,
-                result=member,
-                start=start,
-                end=end,
-                duration_seconds=None if duration is None else float(duration),
-                exit_status=exit_status,
-                signal=signal,
-                pid=pid,
-                pid_start=pid_start,
-                log_file=log_file,
-                attempts=attempts or 0,
-                slow_start=bool(slow_start),
-                message=message,
-            )
         duration = _optional(data, "duration_seconds", (int, float))
         return cls(
             run_id=_required(data, "run_id", str),

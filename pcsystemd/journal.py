@@ -68,14 +68,21 @@ def send(fields: Mapping[str, str | bytes | int], socket_path: str = JOURNAL_SOC
     """Send one entry over the native protocol; False when journald cannot be reached."""
     if not os.path.exists(socket_path):
         return False
-    # Imported here: most runs send two messages, and `socket` is not free to import.
-    import socket
+    # The C module `socket` wraps: every run under systemd sends at least two messages, and
+    # importing `socket` costs each run milliseconds (it builds enums of all its constants),
+    # for nothing a datagram needs.
+    import _socket
 
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(encode_fields(fields), socket_path)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     except OSError:
         return False
+    try:
+        sock.sendto(encode_fields(fields), socket_path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
     return True
 
 

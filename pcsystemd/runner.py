@@ -1,11 +1,33 @@
 """The runtime shim `pcsystemd run-job JOB`: the units' ExecStart=.
 
-One run: load the job, refuse it if the circuit breaker has tripped, take the lock group's
-flock (see locking.py) under the job's overlap policy, create the run's log file, run the
-commands in sequence (each in its own process group, stdin /dev/null, no inherited
-descriptors), copy their output line by line to the log file and to the journal, enforce
-the timeout, retry with backoff, write the footer and the history, prune old logs, and exit
-non-zero when the run failed so that systemd marks the unit failed and `OnFailure=` fires.
+One run: load the job, take the lock group's flock (see locking.py) under the job's overlap
+policy, create the run's log file, record the run as `running` unless the circuit breaker
+has tripped, run the commands in sequence (each in its own process group, stdin /dev/null,
+no inherited descriptors), copy their output line by line to the log file and to the
+journal, enforce the timeout, retry with backoff, write the footer and the history, prune
+old logs, and exit non-zero when the run failed so that systemd marks the unit failed and
+`OnFailure=` fires.
+
+Order of lock, breaker and history, and why. In order: create the log and state directories
+(by hand as root, become the job's user); take the lock; create the log file; write the
+`running` record. Every history update reads the file once, under the history lock, and a
+run's first update is where the circuit breaker is decided, from what that update read:
+there is no separate look at the breaker. Normally that is the `running` update, made while
+the lock is held, so the decision sees what the last run of the lock group left: a run that
+waited for the lock while the run holding it tripped the breaker is refused, where a check
+before the lock would have let it run. When the breaker has tripped, the update records the
+run as `tripped` instead (no command runs, the new log file is removed again) and the shim
+exits `EXIT_TRIPPED`, saying how to reset. A run that ends before its `running` record (the
+lock held under `overlap: skip` or `fail`, a wait that ran out, a stop while waiting, a
+setup error) records only that refusal, and that update decides the breaker the same way:
+a tripped job is recorded as `tripped` and exits non-zero whatever else stopped it, never
+`skipped` with exit 0, so every start of a tripped job shows up as refused. What checking
+after the lock costs: a tripped job under `overlap: wait` waits for a busy lock like any
+other run before it is refused (within `overlap_wait` and the timeout); a tripped job holds
+its lock group for the one history update of its refusal, so a run of another job of the
+group starting in that very moment finds the lock held; and a pending slow-start request is
+dropped when the breaker refuses the run, as when the lock does. In exchange a run reads
+the history twice, not three times.
 
 Timeout. Under systemd (`$INVOCATION_ID` set) the unit's `RuntimeMaxSec=` equals the job's
 timeout and fires first: systemd sends the shim SIGTERM (KillMode=mixed), the shim sees that
@@ -53,11 +75,11 @@ from pcsystemd.errors import ConfigError, PcsystemdError, RunError
 from pcsystemd.history import (
     History,
     RunRecord,
+    Trip,
     atomic_write,
     finish_run,
     history_directory,
     process_start_ticks,
-    read_history,
     update_history,
 )
 from pcsystemd.model import (
@@ -81,6 +103,7 @@ from pcsystemd.supervise import (
 # run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import pwd
     from typing import Any
 
 __all__ = [
@@ -256,7 +279,9 @@ class _Run:
             kill_grace_seconds=kill_grace_seconds,
             drain_seconds=drain_seconds,
         )
-        self.history: History | None = None
+        self.history: History | None = None  # as this run's last update left it
+        self.pid = os.getpid()
+        self.pid_start = process_start_ticks(self.pid)
 
     # messages
 
@@ -285,27 +310,25 @@ class _Run:
 
     # records
 
-    def record(self, outcome: Outcome, *, finished: bool = True) -> str | None:
-        """Write this run's record into the history; returns an error message on failure."""
+    def record(self, outcome: Outcome, *, finished: bool = True) -> tuple[Outcome, str | None]:
+        """Write this run's record into the history: what was recorded, and any problem.
+
+        The run's first record decides the circuit breaker, from the history this same update
+        reads: when the breaker has tripped, the run is recorded as refused (`tripped`)
+        instead of `outcome`, and that refusal is returned. On a problem nothing is recorded.
+        """
+        decides_breaker = self.history is None  # nothing recorded for this run yet
         now = time.time()
-        record = RunRecord(
-            run_id=self.run_id,
-            result=outcome.result,
-            start=runlog.utc_timestamp(self.started),
-            end=runlog.utc_timestamp(now) if finished else None,
-            duration_seconds=round(now - self.started, 3) if finished else None,
-            exit_status=outcome.exit_status,
-            signal=outcome.signal,
-            pid=os.getpid(),
-            pid_start=process_start_ticks(os.getpid()),
-            log_file=str(self.output.log_path) if self.output.log_path else None,
-            attempts=self.attempts,
-            slow_start=self.slow_start,
-            message=outcome.message,
-        )
+        record = self._run_record(outcome, now, finished=finished)
         keep = self.config.history_length
+        refusal: Outcome | None = None
 
         def change(history: History) -> History:
+            nonlocal refusal
+            if decides_breaker and history.tripped is not None:
+                refusal = _breaker_refusal(history.tripped, self.job.slug)
+                refused = self._run_record(refusal, now, finished=True, with_log=False)
+                return finish_run(history, refused, self.job, keep)
             if finished:
                 return finish_run(history, record, self.job, keep)
             return history.with_run(record, keep)
@@ -313,11 +336,30 @@ class _Run:
         try:
             updated, problem = update_history(self.state_directory, self.job.slug, change)
         except RunError as error:
-            return str(error)
+            return outcome, str(error)
         if problem:
             self.emit(journal.PRIORITY_WARNING, f"history: {problem}")
         self.history = updated
-        return None
+        return refusal or outcome, None
+
+    def _run_record(
+        self, outcome: Outcome, now: float, *, finished: bool, with_log: bool = True
+    ) -> RunRecord:
+        return RunRecord(
+            run_id=self.run_id,
+            result=outcome.result,
+            start=runlog.utc_timestamp(self.started),
+            end=runlog.utc_timestamp(now) if finished else None,
+            duration_seconds=round(now - self.started, 3) if finished else None,
+            exit_status=outcome.exit_status,
+            signal=outcome.signal,
+            pid=self.pid,
+            pid_start=self.pid_start,
+            log_file=str(self.output.log_path) if with_log and self.output.log_path else None,
+            attempts=self.attempts,
+            slow_start=self.slow_start,
+            message=outcome.message,
+        )
 
     # the run
 
@@ -349,14 +391,6 @@ class _Run:
         except RunError as error:
             return self._refuse(Outcome(RunResult.ERROR, message=str(error)), journal.PRIORITY_ERR)
 
-        current = read_history(self.config, job.slug)
-        if current.tripped is not None:
-            message = (
-                f"refused: the circuit breaker tripped at {current.tripped.at} "
-                f"({current.tripped.reason}); fix the cause, then run `pcsystemd reset {job.slug}`"
-            )
-            return self._refuse(Outcome(RunResult.TRIPPED, message=message), journal.PRIORITY_ERR)
-
         requested_slow_start = None if slow_start else pending_slow_start(self.config, job.slug)
         if not self._lock(fd):
             if requested_slow_start is not None:
@@ -381,8 +415,11 @@ class _Run:
             )
         except RunError as error:
             return self._refuse(Outcome(RunResult.ERROR, message=str(error)), journal.PRIORITY_ERR)
+        recorded, problem = self.record(Outcome(RunResult.RUNNING), finished=False)
+        if recorded.result is RunResult.TRIPPED:
+            self._discard_log()
+            return self._announce_refusal(recorded, journal.PRIORITY_ERR)
         self._write_header(commands)
-        problem = self.record(Outcome(RunResult.RUNNING), finished=False)
         if problem is not None:
             self.note(problem)
             self.emit(journal.PRIORITY_ERR, problem)
@@ -405,15 +442,37 @@ class _Run:
         return self._finish(outcome)
 
     def _refuse(self, outcome: Outcome, priority: int) -> Outcome:
-        """A run that ends before any command started: message and history, no log file."""
+        """A run that ends before any command started: history and message, no log file.
+
+        This is the run's first record, so a tripped breaker overrides `outcome` here.
+        """
+        recorded, problem = self.record(outcome)
+        if recorded is not outcome:
+            priority = journal.PRIORITY_ERR
+        return self._announce_refusal(recorded, priority, problem)
+
+    def _announce_refusal(
+        self, outcome: Outcome, priority: int, problem: str | None = None
+    ) -> Outcome:
+        """Say why the run did not start; a problem writing its record makes it an error."""
         assert outcome.message is not None
         self.emit(priority, outcome.message, result=outcome.result.value)
-        problem = self.record(outcome)
         if problem is not None:
             self.emit(journal.PRIORITY_ERR, problem)
             if not outcome.result.is_failure():
                 return Outcome(RunResult.ERROR, message=problem)
         return outcome
+
+    def _discard_log(self) -> None:
+        """Remove this run's (still empty) log file: a run the breaker refused leaves none."""
+        path = self.output.log_path
+        self.output.close_log()
+        self.output.log_path = None
+        if path is not None:
+            try:
+                os.unlink(path)
+            except OSError as error:
+                self.emit(journal.PRIORITY_WARNING, f"cannot remove {path}: {error.strerror}")
 
     def _lock(self, fd: int) -> bool:
         job = self.job
@@ -474,14 +533,18 @@ class _Run:
             try:
                 directory.mkdir(mode=0o755, parents=True, exist_ok=True)
                 if identity is not None:
-                    os.chown(directory, identity.uid, identity.gid)
+                    user, gid = identity
+                    os.chown(directory, user.pw_uid, gid)
             except OSError as error:
                 problems.append(f"cannot create {directory}: {error.strerror}")
         if problems:
             raise RunError("; ".join(problems))
         if identity is not None:
-            identity.become()
-            self.environment.update(identity.environment())
+            user, gid = identity
+            _become(user, gid)
+            self.environment.update(
+                USER=user.pw_name, LOGNAME=user.pw_name, HOME=user.pw_dir, SHELL=user.pw_shell
+            )
         elif not running_as_root:
             _check_unit_user(self.job)
         for directory in (self.log_directory, self.state_directory):
@@ -535,7 +598,7 @@ class _Run:
         self.emit(
             priority, f"{outcome.describe()} after {duration:.1f} s, log {log_file}", **fields
         )
-        problem = self.record(outcome)
+        _, problem = self.record(outcome)
         if problem is not None:
             self.emit(journal.PRIORITY_ERR, problem)
             if not outcome.result.is_failure():
@@ -683,6 +746,14 @@ class _Run:
         return environment
 
 
+def _breaker_refusal(trip: Trip, slug: str) -> Outcome:
+    message = (
+        f"refused: the circuit breaker tripped at {trip.at} ({trip.reason}); "
+        f"fix the cause, then run `pcsystemd reset {slug}`"
+    )
+    return Outcome(RunResult.TRIPPED, message=message)
+
+
 def _status_fields(status: int) -> dict[str, Any]:
     if os.WIFSIGNALED(status):
         return {"signal": signal_name(os.WTERMSIG(status))}
@@ -710,42 +781,33 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-@dataclass(frozen=True)
-class _Identity:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    shell: str
-
-    def become(self) -> None:
-        try:
-            os.initgroups(self.name, self.gid)
-            os.setgid(self.gid)
-            os.setuid(self.uid)
-        except OSError as error:
-            raise RunError(f"cannot switch to user {self.name}: {error.strerror}") from error
-
-    def environment(self) -> dict[str, str]:
-        return {"USER": self.name, "LOGNAME": self.name, "HOME": self.home, "SHELL": self.shell}
-
-
-def _job_identity(job: Job) -> _Identity:
-    """The job's user and group, as systemd's User=/Group= would resolve them."""
+# The job's identity is a pwd entry and a group id rather than a class of ours: only a run by
+# hand as root needs it, and a (data)class would be built at every start-up of the shim.
+def _job_identity(job: Job) -> tuple[pwd.struct_passwd, int]:
+    """The job's user and group id, as systemd's User=/Group= would resolve them."""
     import grp
     import pwd
 
     try:
-        entry = pwd.getpwuid(int(job.user)) if job.user.isdigit() else pwd.getpwnam(job.user)
+        user = pwd.getpwuid(int(job.user)) if job.user.isdigit() else pwd.getpwnam(job.user)
     except KeyError:
         raise RunError(f"the job's user {job.user!r} does not exist") from None
-    gid = entry.pw_gid
+    gid = user.pw_gid
     if job.group is not None:
         try:
             gid = int(job.group) if job.group.isdigit() else grp.getgrnam(job.group).gr_gid
         except KeyError:
             raise RunError(f"the job's group {job.group!r} does not exist") from None
-    return _Identity(entry.pw_name, entry.pw_uid, gid, entry.pw_dir, entry.pw_shell)
+    return user, gid
+
+
+def _become(user: pwd.struct_passwd, gid: int) -> None:
+    try:
+        os.initgroups(user.pw_name, gid)
+        os.setgid(gid)
+        os.setuid(user.pw_uid)
+    except OSError as error:
+        raise RunError(f"cannot switch to user {user.pw_name}: {error.strerror}") from error
 
 
 def _check_unit_user(job: Job) -> None:

@@ -62,12 +62,20 @@ def readable_package_root() -> str:
 
 # Runs run_job() in a fresh process; the shim's peak RSS (KiB) goes to a file. VmHWM, not
 # getrusage(): ru_maxrss keeps the high-water mark of the address space before exec, which
-# for a child forked from pytest is pytest's own.
+# for a child forked from pytest is pytest's own. Every read of a history file can be
+# logged to another file, one line per read.
 _DRIVER = """
 import pickle, sys
-from pcsystemd import runner
+from pcsystemd import history, runner
 with open(sys.argv[1], "rb") as handle:
-    job, config, options, usage_file = pickle.load(handle)
+    job, config, options, usage_file, reads_file = pickle.load(handle)
+if reads_file:
+    read_bounded = history._read_bounded
+    def logged_read(path):
+        with open(reads_file, "a") as reads:
+            reads.write(f"{path}\\n")
+        return read_bounded(path)
+    history._read_bounded = logged_read
 try:
     status = runner.run_job(job, config, die_by_signal=True, **options)
 finally:
@@ -125,6 +133,7 @@ def start_shim(
     environment: Mapping[str, str] | None = None,
     user: str | None = None,
     usage_file: Path | None = None,
+    history_reads_file: Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
     **options: Any,
 ) -> subprocess.Popen[bytes]:
@@ -133,7 +142,8 @@ def start_shim(
     options.setdefault("drain_seconds", 1.0)
     work.mkdir(parents=True, exist_ok=True)
     spec = work / f"shim-{time.monotonic_ns()}.pickle"
-    spec.write_bytes(pickle.dumps((job, config, options, str(usage_file or ""))))
+    files = (str(usage_file or ""), str(history_reads_file or ""))
+    spec.write_bytes(pickle.dumps((job, config, options, *files)))
     spec.chmod(0o644)
     env = {key: value for key, value in os.environ.items() if key not in _SYSTEMD_VARIABLES}
     env["PYTHONPATH"] = str(REPOSITORY) if user is None else readable_package_root()

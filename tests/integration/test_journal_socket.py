@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from pcsystemd import journal
@@ -24,3 +26,25 @@ def test_send_to_a_dead_socket_fails_quietly(tmp_path: Path) -> None:
         receiver.bind(str(path))
     assert path.exists()
     assert journal.send({"MESSAGE": "x"}, socket_path=str(path)) is False
+
+
+def test_sending_leaves_the_socket_module_unimported(tmp_path: Path) -> None:
+    """The shim sends every run's messages; `import socket` would cost each run milliseconds."""
+    path = str(tmp_path / "socket")
+    code = (
+        "import sys\n"
+        "from pcsystemd import journal\n"
+        f"assert journal.send({{'MESSAGE': 'hello'}}, socket_path={path!r})\n"
+        "print('socket' in sys.modules)\n"
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(path)
+        result = subprocess.run(
+            [sys.executable, "-I", "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        receiver.settimeout(5)
+        assert receiver.recv(65536) == b"MESSAGE=hello\n"
+    assert result.stdout == "False\n"

@@ -1,8 +1,8 @@
 """The short ways taken for speed give exactly what the long ways they stand in for give.
 
 Each shortcut (the shim's own argument reading, the log-name time stamps, the cached schedule
-compilation, the history's record reading, the renderer's directory arithmetic) is compared
-with the general code it replaces, on the inputs that matter and on generated ones.
+compilation, the renderer's directory arithmetic) is compared with the general code it
+replaces, on the inputs that matter and on generated ones.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ import argparse
 import calendar
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pcsystemd import runner
-from pcsystemd.history import RunRecord
-from pcsystemd.model import RunResult
 from pcsystemd.render import _child, _managed_directory
 from pcsystemd.runlog import _stamp_to_epoch
 from pcsystemd.schedule import ScheduleError, compile_schedule
@@ -130,86 +127,6 @@ def test_a_cached_schedule_is_still_checked_every_time() -> None:
             compile_schedule("*/15 9-17 * * mon-fri", "Mars/Olympus_Mons")
         with pytest.raises(ScheduleError):
             compile_schedule("61 * * * *")
-
-
-# --- history records -------------------------------------------------------------------------
-
-
-def record_as_checked(data: dict[str, Any]) -> RunRecord | str:
-    """The record the full checks make of `data` (the short way bypassed), or the error."""
-    spoiled = {**data, "run_id": _NotAStr(data.get("run_id"))}  # fails the short way's test
-
-    try:
-        record = RunRecord.from_json(spoiled)
-    except ValueError as error:
-        return str(error)
-    return RunRecord(**{**vars(record), "run_id": data["run_id"]})
-
-
-class _NotAStr(str):
-    """A str subclass: accepted by the full checks, never by the short way."""
-
-
-VALUES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 3),
-    st.floats(allow_nan=False, allow_infinity=False, width=32),
-    st.sampled_from(["", "x", "success", "failed", "SIGKILL"]),
-    st.lists(st.integers(), max_size=1),
-)
-KEYS = [
-    "end", "duration_seconds", "exit_status", "signal", "pid", "pid_start", "log_file",
-    "attempts", "slow_start", "message",
-]  # fmt: skip
-
-
-VALID = {
-    "run_id": "20250101-000000-1", "result": "failed", "start": "2025-01-01T00:00:00.000Z",
-    "end": "2025-01-01T00:00:01.000Z", "duration_seconds": 1.0, "exit_status": 3,
-    "signal": None, "pid": 42, "pid_start": 7, "log_file": "/var/log/a.log", "attempts": 1,
-    "slow_start": False, "message": None,
-}  # fmt: skip
-
-
-@given(st.sampled_from([*KEYS, "result", "start"]), VALUES, st.booleans())
-@example("attempts", True, False)  # a boolean is no count
-@example("duration_seconds", True, False)  # ...but the checks take it as a number
-@example("exit_status", 2.0, False)
-@example("result", "bogus", False)
-@example("slow_start", None, True)
-def test_the_short_way_of_reading_a_run_agrees_with_the_checks(
-    key: str, value: Any, remove: bool
-) -> None:
-    data = dict(VALID)
-    if remove:
-        data.pop(key)
-    else:
-        data[key] = value
-    try:
-        fast: RunRecord | str = RunRecord.from_json(data)
-    except ValueError as error:
-        fast = str(error)
-    assert fast == record_as_checked(data)
-
-
-def test_a_record_survives_the_round_trip() -> None:
-    record = RunRecord(
-        run_id="20250101-000000-1",
-        result=RunResult.FAILED,
-        start="2025-01-01T00:00:00.000Z",
-        end="2025-01-01T00:00:01.500Z",
-        duration_seconds=1.5,
-        exit_status=3,
-        pid=42,
-        pid_start=1234,
-        log_file="/var/log/pcsystemd/a/a.log",
-        attempts=2,
-        slow_start=True,
-        message="wrote 3 bytes to stderr",
-    )
-    assert RunRecord.from_json(record.to_json()) == record
-    assert RunRecord.from_json({**record.to_json(), "duration_seconds": 2}).duration_seconds == 2.0
 
 
 # --- unit directories ------------------------------------------------------------------------

@@ -175,3 +175,113 @@ def test_trimming_keeps_the_record_of_a_live_run() -> None:
     for number in range(5):
         history = history.with_run(record(number, RunResult.SKIPPED), keep=3)
     assert [run.run_id for run in history.runs] == ["live", "r2", "r3", "r4"]
+
+
+# --- reading stored runs ---------------------------------------------------------------------
+
+STORED_RUN: dict[str, object] = {
+    "run_id": "20250101-000000-1", "result": "failed", "start": "2025-01-01T00:00:00.000Z",
+    "end": "2025-01-01T00:00:01.000Z", "duration_seconds": 1.0, "exit_status": 3,
+    "signal": None, "pid": 42, "pid_start": 7, "log_file": "/var/log/a.log", "attempts": 1,
+    "slow_start": False, "message": None,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("run_id", None),
+        ("run_id", 5),
+        ("result", "bogus"),
+        ("start", None),
+        ("end", 1),
+        ("duration_seconds", "1"),
+        ("exit_status", 2.0),
+        ("exit_status", True),  # a boolean is no number of ours
+        ("attempts", True),
+        ("pid", "42"),
+        ("pid_start", 7.0),
+        ("signal", 9),
+        ("log_file", ["/x.log"]),
+        ("slow_start", 1),
+        ("message", False),
+    ],
+)
+def test_a_stored_run_with_a_wrong_field_is_refused_by_name(key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=key if key != "result" else "bogus"):
+        RunRecord.from_json({**STORED_RUN, key: value})
+
+
+def test_a_stored_runs_optional_fields_may_be_missing_or_null() -> None:
+    required = {key: STORED_RUN[key] for key in ("run_id", "result", "start")}
+    assert RunRecord.from_json(required) == RunRecord(
+        run_id="20250101-000000-1", result=RunResult.FAILED, start="2025-01-01T00:00:00.000Z"
+    )
+    nulls = {**required, **{key: None for key in STORED_RUN if key not in required}}
+    assert RunRecord.from_json(nulls) == RunRecord.from_json(required)
+    assert RunRecord.from_json({**STORED_RUN, "duration_seconds": 2}).duration_seconds == 2.0
+    with pytest.raises(ValueError, match="not an object"):
+        RunRecord.from_json([STORED_RUN])
+
+
+def test_a_record_survives_the_round_trip() -> None:
+    full = RunRecord(
+        run_id="20250101-000000-1",
+        result=RunResult.FAILED,
+        start="2025-01-01T00:00:00.000Z",
+        end="2025-01-01T00:00:01.500Z",
+        duration_seconds=1.5,
+        exit_status=3,
+        pid=42,
+        pid_start=1234,
+        log_file="/var/log/pcsystemd/a/a.log",
+        attempts=2,
+        slow_start=True,
+        message="wrote 3 bytes to stderr",
+    )
+    assert RunRecord.from_json(full.to_json()) == full
+
+
+# A history file as earlier versions of the shim wrote it: it must keep reading the same, and
+# be written back byte for byte.
+EARLIER_FILE = (
+    b'{"format": 1, "job": "demo", "consecutive_failures": 2, "tripped": {"at": '
+    b'"2025-01-01T00:01:00.100Z", "reason": "exit status 9 is listed as unrecoverable", '
+    b'"run_id": "20250101-000100-12"}, "runs": [\n'
+    b'{"run_id": "20250101-000000-11", "result": "failed", "start": "2025-01-01T00:00:00.000Z",'
+    b' "end": "2025-01-01T00:00:00.500Z", "duration_seconds": 0.5, "exit_status": 1, "signal":'
+    b' null, "pid": 11, "pid_start": 100, "log_file": "/var/log/pcsystemd/demo/demo-20250101-'
+    b'000000.log", "attempts": 1, "slow_start": false, "message": null},\n'
+    b'{"run_id": "20250101-000100-12", "result": "failed", "start": "2025-01-01T00:01:00.000Z",'
+    b' "end": "2025-01-01T00:01:00.100Z", "duration_seconds": 0.1, "exit_status": 9, "signal":'
+    b' null, "pid": 12, "pid_start": 200, "log_file": "/var/log/pcsystemd/demo/demo-20250101-'
+    b'000100.log", "attempts": 1, "slow_start": false, "message": null},\n'
+    b'{"run_id": "20250101-000200-13", "result": "tripped", "start": "2025-01-01T00:02:00.000Z",'
+    b' "end": "2025-01-01T00:02:00.001Z", "duration_seconds": 0.001, "exit_status": null, '
+    b'"signal": null, "pid": 13, "pid_start": 300, "log_file": null, "attempts": 0, '
+    b'"slow_start": false, "message": "refused: the circuit breaker tripped at '
+    b"2025-01-01T00:01:00.100Z (exit status 9 is listed as unrecoverable); fix the cause, then "
+    b'run `pcsystemd reset demo`"}\n'
+    b"]}\n"
+)
+
+
+def test_a_history_written_by_earlier_versions_still_reads() -> None:
+    import json
+
+    from pcsystemd.history import encode
+
+    history = History.from_json("demo", json.loads(EARLIER_FILE))
+    assert history.consecutive_failures == 2
+    assert history.tripped == Trip(
+        at="2025-01-01T00:01:00.100Z",
+        reason="exit status 9 is listed as unrecoverable",
+        run_id="20250101-000100-12",
+    )
+    assert [(run.result, run.exit_status) for run in history.runs] == [
+        (RunResult.FAILED, 1),
+        (RunResult.FAILED, 9),
+        (RunResult.TRIPPED, None),
+    ]
+    assert history.runs[1].log_file == "/var/log/pcsystemd/demo/demo-20250101-000100.log"
+    assert encode(history) == EARLIER_FILE
