@@ -61,6 +61,7 @@ GENERATOR_NAME = "pcsystemd-generator"
 CONFIG_VARIABLE = "PCSYSTEMD_CONFIG"
 # A job's service gets TimeoutStopSec= (20 s) to record its result; wait a little longer.
 STOP_TIMEOUT_SECONDS = 60.0
+LOCK_UNIT_PREFIX = f"{UNIT_PREFIX}lock@"
 # `reload --auto`: changes that arrive during a reload do not start pcsystemd-reload.service
 # again (systemd merges them into its running start job), so it looks itself, this often.
 AUTO_RELOAD_ATTEMPTS = 10
@@ -82,6 +83,9 @@ class Action(StrEnum):
     RELOAD = "reload"
     START = "start"
     RESTART = "restart"
+    # Stop a lock unit no job uses any more. After the daemon-reload: before it, a running
+    # job whose lock group was renamed still Requires= the old one, and would be stopped too.
+    RELEASE = "release"
     RESET_FAILED = "reset-failed"
 
     def touches_files(self) -> bool:
@@ -108,6 +112,7 @@ class Desired:
     files: Mapping[str, str]
     triggers: frozenset[str]  # the jobs' timers, and generator mode's pcsystemd-reload.path
     keep: frozenset[str]  # unit bases of invalid jobs whose last good units stay
+    lock_units: frozenset[str]  # the pcsystemd-lock@<group>.service instances jobs use
     job_count: int
     diagnostics: tuple[Diagnostic, ...]
 
@@ -156,7 +161,7 @@ def invalid_unit_bases(diagnostics: Iterable[Diagnostic]) -> frozenset[str]:
 def desired_state(config: GlobalConfig, mode: Mode) -> Desired:
     """Load, switch and render every job (the same as the generator does)."""
     from pcsystemd.jobfile import load_jobs
-    from pcsystemd.render import render_all
+    from pcsystemd.render import lock_unit_name, render_all
     from pcsystemd.switches import honour_runtime_switches
 
     if not config.job_directory.is_dir():
@@ -182,6 +187,9 @@ def desired_state(config: GlobalConfig, mode: Mode) -> Desired:
         files=files,
         triggers=frozenset(triggers),
         keep=keep,
+        lock_units=frozenset(
+            lock_unit_name(job.lock_group) for job in jobs if job.service_name in files
+        ),
         job_count=len(jobs),
         diagnostics=tuple(diagnostics),
     )
@@ -304,6 +312,8 @@ def decide(
         unit = state(name)
         if unit is not None and unit.failed:
             steps.append(Step(Action.RESET_FAILED, name))
+    for name in _unused_lock_units(desired, observed):
+        steps.append(Step(Action.RELEASE, name, "no job uses its lock group any more"))
     for loaded in observed.loaded:
         if loaded.load_state != "not-found" or loaded.name in produced or loaded.name in going:
             continue
@@ -316,6 +326,24 @@ def decide(
     order = list(Action)
     steps.sort(key=lambda step: order.index(step.action))  # stable within an action
     return steps, warnings
+
+
+def _unused_lock_units(desired: Desired, observed: Observed) -> list[str]:
+    """Active lock units of groups no job uses any more (the job was removed or renamed).
+
+    They would stay active (exited) until the next boot. Not while apply mode keeps the last
+    good units of an invalid job: which lock group those name is not known.
+    """
+    if desired.keep:
+        return []
+    return sorted(
+        loaded.name
+        for loaded in observed.loaded
+        if loaded.name.startswith(LOCK_UNIT_PREFIX)
+        and loaded.active_state in systemd.BUSY_STATES
+        and loaded.name not in desired.lock_units
+        and not _is_template(loaded.name)
+    )
 
 
 def make_plan(
@@ -405,6 +433,9 @@ def execute(plan: Plan, report: Callable[[Step], None]) -> None:
         report(step)
     for step in plan.of(Action.RESTART):
         systemd.restart(step.target)
+        report(step)
+    for step in plan.of(Action.RELEASE):
+        systemd.stop(step.target, wait=True, timeout=STOP_TIMEOUT_SECONDS)
         report(step)
     _sweep(set(plan.desired.files), report)
 

@@ -61,6 +61,11 @@ def tag_target_name(tag: str) -> str:
     return f"{UNIT_PREFIX}tag-{tag}.target"
 
 
+def lock_unit_name(group: str) -> str:
+    """The instance of pcsystemd-lock@.service that creates the lock file of `group`."""
+    return f"{UNIT_PREFIX}lock@{group}.service"
+
+
 def shipped_templates_directory() -> Path:
     """The templates that come with pcsystemd: inside the package, the checkout, or Debian's."""
     here = Path(__file__).resolve().parent
@@ -140,7 +145,7 @@ def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> 
     return UnitSettings(
         exec_start=(*run_job, job.slug),
         lock_file=_child(config.lock_directory, f"{job.lock_group}.lock"),
-        lock_unit=f"{UNIT_PREFIX}lock@{job.lock_group}.service",
+        lock_unit=lock_unit_name(job.lock_group),
         logs_directory=logs,
         state_directory=state,
         extra_writable_paths=tuple(dict.fromkeys(writable)),

@@ -74,10 +74,9 @@ def test_the_generator_links_the_watcher_into_paths_target(
     assert link.is_symlink() and link.resolve() == output / RELOAD_PATH_UNIT
     assert (output / "timers.target.wants" / "pcsystemd-yak.timer").is_symlink()
     # and `pcsystemd reload` treats the path unit like a timer: started when inactive
-    assert desired_state(config, Mode.GENERATOR).triggers == {
-        RELOAD_PATH_UNIT,
-        "pcsystemd-yak.timer",
-    }
+    wanted = desired_state(config, Mode.GENERATOR)
+    assert wanted.triggers == {RELOAD_PATH_UNIT, "pcsystemd-yak.timer"}
+    assert wanted.lock_units == {"pcsystemd-lock@yak.service"}  # the others may be stopped
 
 
 def test_without_auto_reload_the_generator_links_no_watcher(

@@ -120,9 +120,14 @@ def test_reload_removes_a_gone_job_and_leaves_nothing_failed(clean_sandbox: Sand
     assert ("reset-failed", "pcsystemd-broken.service") in planned
     assert all(line.startswith("would ") for line in check.stdout.splitlines())
 
-    pcsystemd(box, "reload")
+    assert box.unit_property("pcsystemd-lock@sleeper.service", "ActiveState") == "active"
+    reloaded = pcsystemd(box, "reload")
+    assert ("release", "pcsystemd-lock@sleeper.service") in steps(reloaded.stdout)
     assert loaded_units(box, "pcsystemd-sleeper*") == []
     assert loaded_units(box, "pcsystemd-broken*") == []
+    # no lock unit of a gone job stays active until the next boot
+    for gone in ("sleeper", "broken"):
+        assert box.unit_property(f"pcsystemd-lock@{gone}.service", "ActiveState") == "inactive"
     assert [unit for unit in failed_units(box) if unit.startswith("pcsystemd")] == []
     assert box.unit_property("pcsystemd-stays.timer", "ActiveState") == "active"
     # the stopped run recorded itself

@@ -47,11 +47,12 @@ def absent(name: str) -> UnitState:
     return unit(name, load="not-found", active="inactive", enabled="")
 
 
-def desired(*names: str, timers: tuple[str, ...] = ()) -> Desired:
+def desired(*names: str, timers: tuple[str, ...] = (), locks: tuple[str, ...] = ()) -> Desired:
     return Desired(
         files={name: f"# {name}\n" for name in names},
         triggers=frozenset(timers),
         keep=frozenset(),
+        lock_units=frozenset(locks),
         job_count=len(timers),
         diagnostics=(),
     )
@@ -331,3 +332,41 @@ def test_the_watcher_service_is_never_stopped_as_it_may_be_running_the_plan() ->
         (Action.REMOVE, f"{GENERATED}/pcsystemd-reload.service"),
         (Action.RELOAD, "systemd"),
     ]
+
+
+def test_the_lock_unit_of_a_group_no_job_uses_is_released_after_the_reload() -> None:
+    # sleeper (lock group "sleeper") is gone and still running; yak keeps its own group
+    lock = "pcsystemd-lock@sleeper.service"
+    steps, _ = plan(
+        Mode.GENERATOR,
+        Changes(removed=["pcsystemd-sleeper.service"], unchanged=list(YAK_UNITS)),
+        desired(*YAK_UNITS, timers=("pcsystemd-yak.timer",), locks=("pcsystemd-lock@yak.service",)),
+        [unit("pcsystemd-sleeper.service", enabled="static"), *map(unit, YAK_UNITS)],
+        loaded=(
+            UnitSummary(lock, "", "loaded", "active", "exited", None),
+            UnitSummary("pcsystemd-lock@yak.service", "", "loaded", "active", "exited", None),
+            UnitSummary("pcsystemd-lock@old.service", "", "loaded", "inactive", "dead", None),
+        ),
+    )
+    # after the reload: before it, a running job of a renamed group still Requires= the lock
+    assert steps == [
+        (Action.STOP, "pcsystemd-sleeper.service"),
+        (Action.REMOVE, f"{GENERATED}/pcsystemd-sleeper.service"),
+        (Action.RELOAD, "systemd"),
+        (Action.RELEASE, lock),
+    ]
+
+
+def test_lock_units_stay_while_apply_mode_keeps_an_invalid_jobs_units() -> None:
+    # the kept units name a lock group that cannot be known: leave every lock unit alone
+    kept = replace(desired(*YAK_UNITS), keep=frozenset({"pcsystemd-typo"}))
+    steps, _ = plan(
+        Mode.APPLY,
+        Changes(unchanged=list(YAK_UNITS)),
+        kept,
+        [unit(name) for name in YAK_UNITS],
+        loaded=(
+            UnitSummary("pcsystemd-lock@typo.service", "", "loaded", "active", "exited", None),
+        ),
+    )
+    assert steps == []
