@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from shim_helpers import (
@@ -125,7 +126,7 @@ def test_interleaved_streams_keep_lines_apart(tmp_path: Path) -> None:
     ]
 
 
-def journal_run(tmp_path: Path, script: str, **job_options: object) -> bytes:
+def journal_run(tmp_path: Path, script: str, **job_options: Any) -> bytes:
     """Run with stdout on a file that $JOURNAL_STREAM names, as under StandardOutput=journal."""
     config = make_config(tmp_path)
     stream = tmp_path / "journal-stream"
