@@ -93,4 +93,5 @@ def test_an_exit_is_noticed_by_its_sigchld_not_by_the_fallback_poll(tmp_path: Pa
     # wake-up comes after 1 s, SIGCHLD right away.
     report, _ = supervise(tmp_path, ["/bin/sh", "-c", "exec >&- 2>&-; sleep 0.1; exit 3"])
     assert report["exit_status"] == 3, report
-    assert report["seconds"] < 0.7, report
+    # (the fallback cannot reap before 1 s; the rest is slack for a loaded machine)
+    assert report["seconds"] < 0.9, report
