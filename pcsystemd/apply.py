@@ -520,7 +520,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
                 "--auto",
                 action="store_true",
                 help="what pcsystemd-reload.service runs (auto_reload): reload again while "
-                "the job directory or the global config keeps changing; nothing in apply mode",
+                "the job directory or the global config keeps changing; change nothing while a "
+                "job file is invalid (exit 1), or in apply mode (exit 0)",
             )
 
 
@@ -575,16 +576,12 @@ def _command(args: argparse.Namespace, mode: Mode) -> int:
     from pcsystemd.operate import require_root
 
     name = "apply" if mode is Mode.APPLY else "reload"
-    config = load_config(args)
     auto = getattr(args, "auto", False)
     if auto and args.check:
         raise UsageError("--auto changes things; it cannot be combined with --check")
-    if auto and config.mode is not Mode.GENERATOR:
-        # The watcher saw the config switch to apply mode: `pcsystemd apply` takes over (and
-        # removes the watcher); failing here would only leave a failed unit behind.
-        print(f"pcsystemd reload --auto: mode is {config.mode}, nothing to do", file=sys.stderr)
+    config = load_config(args)
+    if not _mode_allows(config, mode, auto=auto):
         return 0
-    refuse_other_mode(config, mode)
     if mode is Mode.GENERATOR:
         check_generator_view(args, "pcsystemd reload")
     if not args.check:
@@ -596,9 +593,24 @@ def _command(args: argparse.Namespace, mode: Mode) -> int:
     with ExitStack() as stack:
         if not args.check:
             stack.enter_context(exclusive(config))
+            # Read again under the lock: the run we waited for may have switched the mode.
+            config = load_config(args)
+            if not _mode_allows(config, mode, auto=auto):
+                return 0
         if auto:
             return _reload_until_settled(args, config)
         return _plan_and_execute(args, config, mode)
+
+
+def _mode_allows(config: GlobalConfig, mode: Mode, *, auto: bool) -> bool:
+    """Whether the command may go on; ModeError when it belongs to the other mode."""
+    if auto and config.mode is not Mode.GENERATOR:
+        # The watcher saw the config switch to apply mode: `pcsystemd apply` takes over (and
+        # removes the watcher); failing here would only leave a failed unit behind.
+        print(f"pcsystemd reload --auto: mode is {config.mode}, nothing to do", file=sys.stderr)
+        return False
+    refuse_other_mode(config, mode)
+    return True
 
 
 def watched_state(config: GlobalConfig) -> list[tuple[object, ...]]:
@@ -641,7 +653,7 @@ def _reload_until_settled(args: argparse.Namespace, config: GlobalConfig) -> int
             if config.mode is not Mode.GENERATOR:
                 return status
         before = watched_state(config)
-        status = _plan_and_execute(args, config, Mode.GENERATOR)
+        status = _plan_and_execute(args, config, Mode.GENERATOR, hold_if_invalid=True)
         if watched_state(config) == before:
             return status
         print(
@@ -657,7 +669,10 @@ def _reload_until_settled(args: argparse.Namespace, config: GlobalConfig) -> int
     return status
 
 
-def _plan_and_execute(args: argparse.Namespace, config: GlobalConfig, mode: Mode) -> int:
+def _plan_and_execute(
+    args: argparse.Namespace, config: GlobalConfig, mode: Mode, *, hold_if_invalid: bool = False
+) -> int:
+    """Plan, print, and (without --check) execute; `hold_if_invalid`: not with invalid jobs."""
     from pcsystemd.cli import EXIT_INVALID_JOBS, EXIT_OK, print_diagnostics
 
     name = "apply" if mode is Mode.APPLY else "reload"
@@ -681,6 +696,16 @@ def _plan_and_execute(args: argparse.Namespace, config: GlobalConfig, mode: Mode
         if invalid:
             return EXIT_INVALID_JOBS
         return EXIT_WOULD_CHANGE if plan.changes_anything else EXIT_OK
+    if invalid and hold_if_invalid:
+        # The watcher saw a file it cannot read: a typo being saved, or a copy that closed
+        # before it was complete. Dropping that job's units would stop its running run for
+        # it; nothing changes until the file is fixed (its fix starts the watcher again).
+        print(
+            summary + "nothing changed while a job file is invalid: fix it (the fix goes live "
+            "by itself), or run `pcsystemd reload` to drop the invalid job's units",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID_JOBS
     done: list[Step] = []
 
     def report(step: Step) -> None:

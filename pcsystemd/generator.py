@@ -58,6 +58,23 @@ def generate_into(directory: Path, config: GlobalConfig) -> tuple[int, list[Diag
     return sum(1 for job in jobs if job.service_name in files), diagnostics
 
 
+def keep_watching(directory: Path) -> None:
+    """With an unreadable global config: still watch (the default paths) for its fix.
+
+    Without this, the next daemon-reload would take the watcher away, and the fixed config
+    would not go live by itself. Its run fails, on the same config error, until then.
+    """
+    from pcsystemd.render import render_reload_units
+
+    try:
+        files = render_reload_units(GlobalConfig())
+        for name, text in files.items():
+            (directory / name).write_text(text, encoding="utf-8")
+        _link(directory, "paths.target.wants", [RELOAD_PATH_UNIT])
+    except (PcsystemdError, OSError) as error:
+        report(_ERROR, f"no watcher either: {error}")
+
+
 def _link(directory: Path, wants_directory: str, units: list[str]) -> None:
     """`<directory>/<wants_directory>/<unit>` → the unit: what `systemctl enable` would make."""
     if not units:
@@ -75,10 +92,15 @@ def run(argv: Sequence[str]) -> int:
         report(_ERROR, f"expected 1 or 3 directory arguments, got {len(argv)}")
         return 0
     normal_directory = Path(argv[0])
-    try:
-        from pcsystemd.config import load_global_config
+    from pcsystemd.config import load_global_config
 
+    try:
         config = load_global_config(None)
+    except PcsystemdError as error:
+        report(_ERROR, f"no jobs generated: {error}")
+        keep_watching(normal_directory)
+        return 0
+    try:
         if config.mode is not Mode.GENERATOR:
             report(
                 _INFO, f"mode is {config.mode}: units come from `pcsystemd apply`; nothing to do"

@@ -327,7 +327,7 @@ class _Run:
             nonlocal refusal
             if decides_breaker and history.tripped is not None:
                 refusal = _breaker_refusal(history.tripped, self.job.slug)
-                refused = self._run_record(refusal, now, finished=True, with_log=False)
+                refused = self._run_record(refusal, now, finished=True, ran=False)
                 return finish_run(history, refused, self.job, keep)
             if finished:
                 return finish_run(history, record, self.job, keep)
@@ -343,7 +343,7 @@ class _Run:
         return refusal or outcome, None
 
     def _run_record(
-        self, outcome: Outcome, now: float, *, finished: bool, with_log: bool = True
+        self, outcome: Outcome, now: float, *, finished: bool, ran: bool = True
     ) -> RunRecord:
         return RunRecord(
             run_id=self.run_id,
@@ -355,9 +355,10 @@ class _Run:
             signal=outcome.signal,
             pid=self.pid,
             pid_start=self.pid_start,
-            log_file=str(self.output.log_path) if with_log and self.output.log_path else None,
+            # A run the breaker refused has no log file and was no slow start.
+            log_file=str(self.output.log_path) if ran and self.output.log_path else None,
             attempts=self.attempts,
-            slow_start=self.slow_start,
+            slow_start=self.slow_start and ran,
             message=outcome.message,
         )
 

@@ -164,8 +164,10 @@ def test_generator_writes_units_and_wants_links(site: Path, tmp_path: Path) -> N
 
 def test_generator_survives_a_broken_global_config(site: Path, tmp_path: Path) -> None:
     (site / "pcsystemd.yaml").write_text("job_directory: [\n")
+    output = tmp_path / "generator"
+    output.mkdir()
     result = subprocess.run(
-        [GENERATOR, str(tmp_path), str(tmp_path), str(tmp_path)],
+        [GENERATOR, str(output), str(output), str(output)],
         capture_output=True,
         text=True,
         check=False,
@@ -173,6 +175,13 @@ def test_generator_survives_a_broken_global_config(site: Path, tmp_path: Path) -
     )
     assert result.returncode == 0
     assert "no jobs generated" in result.stderr
+    # no jobs, but the watcher stays, so that the fixed config goes live by itself
+    assert sorted(path.name for path in output.iterdir()) == [
+        "paths.target.wants",
+        "pcsystemd-reload.path",
+        "pcsystemd-reload.service",
+    ]
+    assert (output / "paths.target.wants" / "pcsystemd-reload.path").is_symlink()
 
 
 def test_generate_refuses_to_shadow_the_generator_without_output(site: Path) -> None:

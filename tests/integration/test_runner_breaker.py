@@ -229,3 +229,18 @@ def test_a_run_reads_its_history_once_per_update(tmp_path: Path) -> None:
     assert history_data(config)["tripped"] is not None
     assert reads(bad, "refused") == [str(history_file)], "the refusal only"
     assert last_run(config)["result"] == "tripped"
+
+
+def test_a_slow_start_the_breaker_refused_is_not_recorded_as_one(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    job = make_job(
+        [shell("exit 9")],
+        slow_start_commands=[shell("exit 9")],
+        unrecoverable_exit_codes=(9,),
+    )
+    assert run_shim(job, config, work=tmp_path, slow_start=True).returncode == 9
+    assert last_run(config)["slow_start"] is True  # it ran, slowly, and tripped the breaker
+    refused = run_shim(job, config, work=tmp_path, slow_start=True)
+    assert refused.returncode == runner.EXIT_TRIPPED
+    run = last_run(config)
+    assert run["result"] == "tripped" and run["slow_start"] is False and run["log_file"] is None

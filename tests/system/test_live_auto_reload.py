@@ -125,29 +125,42 @@ def test_a_burst_of_job_files_all_go_live(watched: Sandbox) -> None:
     assert (check.returncode, check.stdout) == (0, ""), check.stderr
 
 
-def test_an_invalid_job_file_fails_the_watcher_run_until_it_is_fixed(watched: Sandbox) -> None:
+def test_an_invalid_job_file_changes_nothing_and_fails_the_watcher_until_it_is_fixed(
+    watched: Sandbox,
+) -> None:
     box = watched
+    write_job(box, "typo", job("0 1 * * *"))
+    wait_until(
+        lambda: "pcsystemd-typo.timer" in listed_timers(box) and watcher_idle(box),
+        LIVE_WITHIN_SECONDS,
+        message="the job live",
+    )
+    # A typo saved (or a copy that closed half-written): the watcher holds, so the job keeps
+    # its units, its timer and any running run, and says why it failed.
     write_job(box, "typo", 'name: Typo\ncommand: /bin/true\nshedule: "0 1 * * *"\n')
+    write_job(box, "other", job("0 2 * * *"))
     wait_until(
         lambda: box.unit_property(WATCHER_SERVICE, "ActiveState") == "failed",
         LIVE_WITHIN_SECONDS,
         message="the watcher's run to fail on the invalid job file",
     )
     assert box.unit_property(WATCHER_SERVICE, "Result") == "exit-code"
-    assert f"{JOBS}/typo.yaml:3:1" in box.journal(WATCHER_SERVICE)
+    journal = box.journal(WATCHER_SERVICE)
+    assert f"{JOBS}/typo.yaml:3:1" in journal and "nothing changed" in journal
+    assert box.unit_property("pcsystemd-typo.timer", "ActiveState") == "active"
+    assert "pcsystemd-other.timer" not in listed_timers(box), "other changes wait for the fix"
     assert box.unit_property(WATCHER, "ActiveState") == "active"  # still watching
 
-    write_job(box, "typo", job("0 1 * * *"))
+    write_job(box, "typo", job("0 3 * * *"))
     wait_until(
-        lambda: "pcsystemd-typo.timer" in listed_timers(box) and watcher_idle(box),
+        lambda: (
+            "pcsystemd-other.timer" in listed_timers(box)
+            and box.unit_property(WATCHER_SERVICE, "ActiveState") == "inactive"
+        ),
         LIVE_WITHIN_SECONDS,
-        message="the fixed job live",
+        message="the fix and the waiting change live, the watcher's run a success",
     )
-    wait_until(
-        lambda: box.unit_property(WATCHER_SERVICE, "ActiveState") == "inactive",
-        LIVE_WITHIN_SECONDS,
-        message="the watcher's next run to succeed",
-    )
+    assert next_elapse(box, "pcsystemd-typo.timer") == expected_next(box, "0 3 * * *", "UTC")
     assert failed_units(box) == []
 
 
