@@ -328,6 +328,23 @@ def decide(
     return steps, warnings
 
 
+def lock_unit_required(directory: Path, lock_unit: str) -> bool:
+    """Whether a service in `directory` names `lock_unit`, as systemd loaded it at the reload.
+
+    The plan read the job directory before the daemon-reload, and the generator reads it
+    again: a job file changed in between may use the lock group now, and stopping the lock
+    unit would stop that job's run with it (Requires=).
+    """
+    for name in generated_files(directory):
+        if name.endswith(".service") and not _is_template(name):
+            try:
+                if lock_unit in (directory / name).read_text(encoding="utf-8"):
+                    return True
+            except OSError:
+                return True  # unreadable: keep the lock unit, it costs nothing
+    return False
+
+
 def _unused_lock_units(desired: Desired, observed: Observed) -> list[str]:
     """Active lock units of groups no job uses any more (the job was removed or renamed).
 
@@ -435,8 +452,9 @@ def execute(plan: Plan, report: Callable[[Step], None]) -> None:
         systemd.restart(step.target)
         report(step)
     for step in plan.of(Action.RELEASE):
-        systemd.stop(step.target, wait=True, timeout=STOP_TIMEOUT_SECONDS)
-        report(step)
+        if not lock_unit_required(plan.directory, step.target):
+            systemd.stop(step.target, wait=True, timeout=STOP_TIMEOUT_SECONDS)
+            report(step)
     _sweep(set(plan.desired.files), report)
 
 

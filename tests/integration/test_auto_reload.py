@@ -152,3 +152,17 @@ def test_auto_reload_gives_up_on_a_directory_that_never_holds_still(
     status, calls = _auto_reload(config, monkeypatch, change=AUTO_RELOAD_ATTEMPTS + 5)
     assert (status, calls) == (0, AUTO_RELOAD_ATTEMPTS)
     assert "the next change starts another run" in capsys.readouterr().err
+
+
+def test_a_lock_unit_a_unit_names_again_after_the_reload_is_not_released(
+    config: GlobalConfig, tmp_path: Path
+) -> None:
+    # The plan saw no job of group "night"; by the daemon-reload a job file named it again.
+    from pcsystemd.apply import lock_unit_required
+
+    write_job(config, "yak", YAK + "lock: night\n")
+    output = tmp_path / "generator"
+    output.mkdir()
+    generate_into(output, config)
+    assert lock_unit_required(output, "pcsystemd-lock@night.service")
+    assert not lock_unit_required(output, "pcsystemd-lock@yak.service")
