@@ -39,7 +39,6 @@ from pcsystemd.install import Changes, is_generated_by_us, sync_directory
 from pcsystemd.model import (
     DEFAULT_CONFIG_PATH,
     RELOAD_PATH_UNIT,
-    RELOAD_SERVICE_UNIT,
     UNIT_PREFIX,
     GlobalConfig,
     Mode,
@@ -127,6 +126,9 @@ class Observed:
 
     units: Mapping[str, systemd.UnitState]
     loaded: tuple[systemd.UnitSummary, ...]  # every unit named pcsystemd-* systemd has loaded
+    # The unit running this command (pcsystemd-reload.service runs `reload --auto`): a plan
+    # never stops it, as that would stop the plan; it ends by itself.
+    own_unit: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class Plan:
     warnings: tuple[str, ...]
     diff: tuple[str, ...]
     desired: Desired
+    own_unit: str | None = None  # Observed.own_unit: never stopped by the plan
 
     @property
     def changes_anything(self) -> bool:
@@ -211,16 +214,11 @@ def observe(names: Iterable[str]) -> Observed:
     units = {
         name: systemd.unit_state(name) for name in sorted(set(names)) if not _is_template(name)
     }
-    return Observed(units=units, loaded=tuple(systemd.list_units(f"{UNIT_PREFIX}*")))
-
-
-def _may_stop(name: str) -> bool:
-    """Whether a plan may stop this unit when its file goes.
-
-    Never pcsystemd-reload.service: it may be the very process executing the plan (`reload
-    --auto` after auto_reload was turned off), and it ends by itself within its timeout.
-    """
-    return name != RELOAD_SERVICE_UNIT
+    return Observed(
+        units=units,
+        loaded=tuple(systemd.list_units(f"{UNIT_PREFIX}*")),
+        own_unit=systemd.own_unit(),
+    )
 
 
 def _stop_order(name: str) -> tuple[int, str]:
@@ -252,7 +250,12 @@ def decide(
     # A tag target is never stopped: loaded jobs still PartOf= it would be stopped with it.
     for name in sorted(going, key=_stop_order):
         unit = state(name)
-        if unit is not None and unit.busy and _may_stop(name) and not name.endswith(".target"):
+        if (
+            unit is not None
+            and unit.busy
+            and name != observed.own_unit
+            and not name.endswith(".target")
+        ):
             steps.append(Step(Action.STOP, name, "its job is gone or disabled"))
 
     # Enablement links live in /etc next to apply mode's files (the generator makes its own).
@@ -318,7 +321,7 @@ def decide(
         if loaded.load_state != "not-found" or loaded.name in produced or loaded.name in going:
             continue
         # an orphan: systemd still holds a unit whose file is gone
-        if loaded.active_state in systemd.BUSY_STATES and _may_stop(loaded.name):
+        if loaded.active_state in systemd.BUSY_STATES and loaded.name != observed.own_unit:
             steps.append(Step(Action.STOP, loaded.name, "orphan: its file is gone"))
         elif loaded.active_state == "failed":
             steps.append(Step(Action.RESET_FAILED, loaded.name, "orphan: its file is gone"))
@@ -394,6 +397,7 @@ def make_plan(
         warnings=tuple(warnings),
         diff=tuple(changes.diff),
         desired=desired,
+        own_unit=observed.own_unit,
     )
 
 
@@ -455,7 +459,7 @@ def execute(plan: Plan, report: Callable[[Step], None]) -> None:
         if not lock_unit_required(plan.directory, step.target):
             systemd.stop(step.target, wait=True, timeout=STOP_TIMEOUT_SECONDS)
             report(step)
-    _sweep(set(plan.desired.files), report)
+    _sweep(set(plan.desired.files), report, plan.own_unit)
 
 
 def _refuse_generator_copies(plan: Plan) -> None:
@@ -469,12 +473,12 @@ def _refuse_generator_copies(plan: Plan) -> None:
         )
 
 
-def _sweep(produced: set[str], report: Callable[[Step], None]) -> None:
-    """Stop or reset every pcsystemd unit systemd still holds without a file."""
+def _sweep(produced: set[str], report: Callable[[Step], None], own_unit: str | None) -> None:
+    """Stop or reset every pcsystemd unit systemd still holds without a file (not our own)."""
     for loaded in systemd.list_units(f"{UNIT_PREFIX}*"):
         if loaded.load_state != "not-found" or loaded.name in produced:
             continue
-        if loaded.active_state in systemd.BUSY_STATES and _may_stop(loaded.name):
+        if loaded.active_state in systemd.BUSY_STATES and loaded.name != own_unit:
             systemd.stop(loaded.name, wait=True, timeout=STOP_TIMEOUT_SECONDS)
             report(Step(Action.STOP, loaded.name, "orphan: its file is gone"))
         if systemd.unit_state(loaded.name).failed:

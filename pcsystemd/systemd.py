@@ -156,6 +156,28 @@ def is_systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
+def own_unit(cgroup_file: str = "/proc/self/cgroup") -> str | None:
+    """The unit this process runs in (the last part of its cgroup path), or None.
+
+    A plain read, no D-Bus: `0::/system.slice/pcsystemd-reload.service` (cgroup v2), else
+    systemd's own `name=systemd` hierarchy (a legacy cgroup v1 host).
+    """
+    paths = {}
+    try:
+        with open(cgroup_file, encoding="utf-8") as lines:
+            for line in lines:
+                hierarchy, _, path = line.rstrip("\n").partition(":")[2].partition(":")
+                paths[hierarchy] = path
+    except OSError:
+        return None
+    # The unified hierarchy first: in a container on a hybrid host only it names the unit.
+    for hierarchy in ("", "name=systemd"):
+        name = paths.get(hierarchy, "").rsplit("/", 1)[-1]
+        if "." in name:
+            return name
+    return None
+
+
 # ---------------------------------------------------------------------------- connection
 
 _bus: Any = None

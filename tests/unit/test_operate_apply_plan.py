@@ -66,6 +66,7 @@ def plan(
     *,
     leftovers: tuple[str, ...] = (),
     loaded: tuple[UnitSummary, ...] = (),
+    own_unit: str | None = None,
 ) -> tuple[list[tuple[Action, str]], list[str]]:
     directory, other = (ETC, GENERATED) if mode is Mode.APPLY else (GENERATED, ETC)
     steps, warnings = decide(
@@ -75,7 +76,7 @@ def plan(
         changes=changes,
         leftovers=leftovers,
         desired=wanted,
-        observed=Observed(units={u.name: u for u in units}, loaded=loaded),
+        observed=Observed(units={u.name: u for u in units}, loaded=loaded, own_unit=own_unit),
     )
     return [(step.action, step.target) for step in steps], warnings
 
@@ -325,6 +326,7 @@ def test_the_watcher_service_is_never_stopped_as_it_may_be_running_the_plan() ->
         desired(),
         [unit("pcsystemd-reload.path", enabled="static"), unit("pcsystemd-reload.service")],
         loaded=(UnitSummary("pcsystemd-reload.service", "", "not-found", "active", "start", None),),
+        own_unit="pcsystemd-reload.service",  # the plan runs in it
     )
     assert steps == [
         (Action.STOP, "pcsystemd-reload.path"),

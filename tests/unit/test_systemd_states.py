@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,18 @@ def test_without_systemd_every_call_says_so(monkeypatch: pytest.MonkeyPatch) -> 
 def test_one_string_is_not_a_list_of_units() -> None:
     with pytest.raises(TypeError, match="sequence of unit names"):
         systemd._encode("pcsystemd-x.timer")
+
+
+def test_own_unit_is_read_from_the_cgroup_v2_line(tmp_path: Path) -> None:
+    cgroup = tmp_path / "cgroup"
+    cgroup.write_text("0::/system.slice/pcsystemd-reload.service\n")
+    assert systemd.own_unit(str(cgroup)) == "pcsystemd-reload.service"
+    cgroup.write_text("0::/\n")  # not in a unit (a container's init, a bare process)
+    assert systemd.own_unit(str(cgroup)) is None
+    assert systemd.own_unit(str(tmp_path / "missing")) is None
+    # a container on a hybrid host: only the unified hierarchy names the unit
+    cgroup.write_text("9:name=systemd:/\n1:cpu:/\n0::/system.slice/probe.service\n")
+    assert systemd.own_unit(str(cgroup)) == "probe.service"
+    # a legacy (v1) host: systemd's own hierarchy names the unit
+    cgroup.write_text("1:name=systemd:/system.slice/cron.service\n0::/\n")
+    assert systemd.own_unit(str(cgroup)) == "cron.service"
