@@ -47,10 +47,7 @@ def generate_into(directory: Path, config: GlobalConfig) -> tuple[int, list[Diag
     jobs, diagnostics = load_jobs(config)
     jobs = honour_runtime_switches(jobs, config)
     files = render_all(jobs, config, diagnostics)
-    # systemd hands us a fresh, empty directory on a tmpfs that nobody reads until we exit:
-    # plain writes suffice (no temporary files, no fsync; at boot every millisecond counts).
-    for name, text in files.items():
-        (directory / name).write_text(text, encoding="utf-8")
+    _write(directory, files)
     timers = [job.timer_name for job in jobs if job.timer_name in files]
     _link(directory, "timers.target.wants", timers)
     # The watcher (auto_reload) starts with the other path units at boot.
@@ -67,12 +64,17 @@ def keep_watching(directory: Path) -> None:
     from pcsystemd.render import render_reload_units
 
     try:
-        files = render_reload_units(GlobalConfig())
-        for name, text in files.items():
-            (directory / name).write_text(text, encoding="utf-8")
+        _write(directory, render_reload_units(GlobalConfig()))
         _link(directory, "paths.target.wants", [RELOAD_PATH_UNIT])
     except (PcsystemdError, OSError) as error:
         report(_ERROR, f"no watcher either: {error}")
+
+
+def _write(directory: Path, files: dict[str, str]) -> None:
+    # systemd hands us a fresh, empty directory on a tmpfs that nobody reads until we exit:
+    # plain writes suffice (no temporary files, no fsync; at boot every millisecond counts).
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
 
 
 def _link(directory: Path, wants_directory: str, units: list[str]) -> None:

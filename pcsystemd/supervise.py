@@ -23,6 +23,7 @@ never hangs on a pipe, and no process of the job outlives the run (and its lock)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -74,6 +75,7 @@ def become_subreaper() -> bool:
         return False
 
 
+@functools.cache  # once per process, not at every attempt of a run
 def _reuse_freed_memory() -> None:
     """Make glibc's malloc keep the memory of freed chunks of output for the next ones.
 
