@@ -5,17 +5,17 @@
 
 Prints figures and ratios side by side (not a test; nothing is asserted):
 
-1. Overhead per run: `pcsystemd run-job` (the real entry: cli.main, global config, job file
-   audit and parsing, lock, log file, history) against the bare command, both `/bin/true`.
-   Wall time (best and median) and peak RSS (median) of N interleaved runs, for two installs:
-   as Debian runs it (/usr/bin/python3 -I with python3-yaml, this checkout's package first
-   on sys.path: the console script's own code) and with this interpreter (a venv's editable
-   install adds its path finder to every start). The package's bytecode is compiled first,
-   as py3compile does when the Debian package is installed. For scale, the rows marked
-   "reference" are the interpreter starting alone, importing PyYAML alone, and importing
-   only the standard modules any Python shim built like this one needs (STDLIB_FLOOR: frozen
-   dataclasses and enums for the model, subprocess, pathlib, the lock, poll and signal
-   modules) — the floor under the shim's figure before it reads a single file.
+1. Overhead per run: `pcsystemd run-job` (the real entry: cli.main, the run spec the unit
+   passes in $PCSYSTEMD_RUN_SPEC checked against the job file and the global config, lock,
+   log file, history) against the bare command, both `/bin/true`. Wall time (best and
+   median) and peak RSS (median) of N interleaved runs, for two installs: as Debian runs it
+   (/usr/bin/python3 -IS, Debian's dist-packages on sys.path: what the package's
+   /usr/bin/pcsystemd does, with this checkout's package first) and with this interpreter (a
+   venv's console script: site, and the editable install's path finder). The package's
+   bytecode is compiled first, as py3compile does when the Debian package is installed. For
+   scale, the rows marked "reference" are the interpreter starting alone, and the shim
+   without a spec: what a run costs when the job file changed since the units were made
+   and is read again with PyYAML and the compiler's model.
    Targets: <= 30 ms and <= 20 MiB added.
 2. Capture throughput on 1 GiB of output: the shim running `cat FILE` (its log file gets every
    line with a prefix) against `cat FILE | cat > out`. Best of 3 interleaved runs, since the
@@ -41,14 +41,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-# What /usr/bin/pcsystemd (the console script) does, with this checkout first on sys.path.
+sys.path.insert(0, str(REPOSITORY))
+# What /usr/bin/pcsystemd does (packaging/pcsystemd-entry-point), this checkout first.
 ENTRY = (
     f"import sys; sys.path.insert(0, {str(REPOSITORY)!r}); "
+    "sys.path.append('/usr/lib/python3/dist-packages'); "
     "from pcsystemd.cli import main; sys.exit(main())"
 )
 SHIM = [sys.executable, "-c", ENTRY]
 SYSTEM_PYTHON = "/usr/bin/python3"
-STDLIB_FLOOR = "import dataclasses, enum, fcntl, json, pathlib, select, signal, subprocess"
 
 
 def timed(
@@ -95,23 +96,39 @@ def set_up(work: Path) -> Path:
 
 def interpreters() -> list[tuple[str, list[str]]]:
     """(label, interpreter argv) of each install measured: Debian's python3 if it has yaml,
-    with the -I of the package's entry point (#!/usr/bin/python3 -I), and this one."""
+    with the -IS of the package's entry point (#!/usr/bin/python3 -IS), and this one."""
     found = []
     system = subprocess.run(
         [SYSTEM_PYTHON, "-c", "import yaml"], capture_output=True, check=False
     ).returncode
     if system == 0:
-        found.append(("Debian: /usr/bin/python3 -I + python3-yaml", [SYSTEM_PYTHON, "-I"]))
+        found.append(("Debian: /usr/bin/python3 -IS + python3-yaml", [SYSTEM_PYTHON, "-IS"]))
     found.append((f"this interpreter: {sys.executable}", [sys.executable]))
     return found
 
 
-def shim_environment() -> dict[str, str]:
+def run_spec(config: Path, slug: str) -> str:
+    """$PCSYSTEMD_RUN_SPEC as the job's unit sets it (compiled like the generator does)."""
+    from pcsystemd import runspec
+    from pcsystemd.config import load_global_config
+    from pcsystemd.jobfile import load_job
+
+    global_config = load_global_config(config)
+    text = runspec.encode(runspec.compile_spec(load_job(global_config, slug), global_config))
+    assert text is not None
+    return text
+
+
+def shim_environment(config: Path | None = None, slug: str | None = None) -> dict[str, str]:
     """This environment for the shim, as a run by hand; ENTRY puts the checkout on sys.path,
-    and a PYTHONPATH would make the shim start itself again isolated (cli.main)."""
+    and a PYTHONPATH would make the shim start itself again isolated (cli.main). With a job,
+    also the run spec its unit would pass."""
     environment = dict(os.environ)
     for name in ("INVOCATION_ID", "JOURNAL_STREAM", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"):
         environment.pop(name, None)
+    environment.pop("PCSYSTEMD_RUN_SPEC", None)
+    if config is not None and slug is not None:
+        environment["PCSYSTEMD_RUN_SPEC"] = run_spec(config, slug)
     return environment
 
 
@@ -127,32 +144,28 @@ def compile_bytecode(python: str) -> None:
 def overhead(config: Path, runs: int) -> float:
     """Print the figures of section 1; returns the best wall time of run-job with this
     interpreter (the one the capture test runs), in seconds."""
-    environment = shim_environment()
+    without_spec = shim_environment()
+    with_spec = shim_environment(config, "quick")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     shim_arguments = ["run-job", "--config", str(config), "quick"]
-    # (label, argv, is the shim); /usr/bin/time's own fork and exec are in every row alike.
-    rows: list[tuple[str, list[str], bool]] = [("bare /bin/true", ["/bin/true"], False)]
+    # (label, argv, environment, is the shim); /usr/bin/time's own fork and exec are in
+    # every row alike.
+    rows: list[tuple[str, list[str], dict[str, str], bool]] = [
+        ("bare /bin/true", ["/bin/true"], without_spec, False)
+    ]
     for label, python in interpreters():
         compile_bytecode(python[0])
         shown = " ".join(python)
-        rows.append((f"{shown} -c pass (reference)", [*python, "-c", "pass"], False))
-        rows.append(
-            (f"{shown} -c 'import yaml' (reference)", [*python, "-c", "import yaml"], False)
-        )
-        rows.append(
-            (
-                f"{shown} -c 'import <stdlib floor>' (reference)",
-                [*python, "-c", STDLIB_FLOOR],
-                False,
-            )
-        )
-        rows.append((f"run-job, {label}", [*python, "-c", ENTRY, *shim_arguments], True))
-    for _, argv, _ in rows:  # warm the page cache
+        rows.append((f"{shown} -c pass (reference)", [*python, "-c", "pass"], without_spec, False))
+        shim = [*python, "-c", ENTRY, *shim_arguments]
+        rows.append((f"run-job, {label}", shim, with_spec, True))
+        rows.append((f"run-job, {shown}, no run spec (reference)", shim, without_spec, False))
+    for _, argv, environment, _ in rows:  # warm the page cache
         for _ in range(2):
             timed(argv, **quiet, env=environment)
-    results: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _ in rows}
+    results: dict[str, list[tuple[float, int]]] = {label: [] for label, _, _, _ in rows}
     for _ in range(runs):
-        for label, argv, _ in rows:
+        for label, argv, environment, _ in rows:
             seconds, rss, status, _ = timed(argv, **quiet, env=environment)
             if status != 0:
                 sys.exit(f"exit status {status}: {' '.join(argv)}")
@@ -165,7 +178,7 @@ def overhead(config: Path, runs: int) -> float:
     bare_best = min(s for s, _ in bare) * 1000
     bare_median = statistics.median(s for s, _ in bare) * 1000
     bare_mib = statistics.median(r for _, r in bare) / 1024
-    for label, _, is_shim in rows:
+    for label, _, _, is_shim in rows:
         best = min(s for s, _ in results[label]) * 1000
         median = statistics.median(s for s, _ in results[label]) * 1000
         mib = statistics.median(r for _, r in results[label]) / 1024
@@ -176,7 +189,7 @@ def overhead(config: Path, runs: int) -> float:
     print(f"  (median of bare /bin/true: {bare_median:.1f} ms; 'added' = best minus its best)")
     print("  targets: <= 30 ms and <= 20 MiB added per run")
     # The last shim row is this interpreter's (see interpreters()).
-    this_shim = next(label for label, _, is_shim in reversed(rows) if is_shim)
+    this_shim = next(label for label, _, _, is_shim in reversed(rows) if is_shim)
     return min(s for s, _ in results[this_shim])
 
 
@@ -196,7 +209,7 @@ def make_input(path: Path, size: int, line_length: int) -> None:
 def throughput(work: Path, config: Path, size: int, rounds: int, fixed_cost: float) -> None:
     source = work / "input"
     subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)  # page cache
-    environment = shim_environment()
+    environment = shim_environment(config, "flood")
     null = os.stat("/dev/null")
     journal_environment = {**environment, "JOURNAL_STREAM": f"{null.st_dev}:{null.st_ino}"}
     baseline_out = work / "cat.out"

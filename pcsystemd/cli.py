@@ -9,9 +9,6 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-from pathlib import Path
 
 from pcsystemd import __version__
 from pcsystemd.errors import ConfigError, Diagnostic, PcsystemdError, UsageError
@@ -21,6 +18,8 @@ from pcsystemd.errors import ConfigError, Diagnostic, PcsystemdError, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from pcsystemd.model import GlobalConfig, Job
 
@@ -28,11 +27,15 @@ EXIT_OK = 0
 EXIT_INVALID_JOBS = 1
 EXIT_USAGE = 2
 
-Handler = Callable[["argparse.Namespace"], int]
+if TYPE_CHECKING:
+    Handler = Callable[[argparse.Namespace], int]
 
 
 def load_config(args: argparse.Namespace) -> GlobalConfig:
     """The global config, with --jobs applied on top."""
+    from dataclasses import replace
+    from pathlib import Path
+
     from pcsystemd.config import load_global_config
 
     config = load_global_config(Path(args.config) if args.config else None)
@@ -51,6 +54,8 @@ def _error_count(diagnostics: Sequence[Diagnostic]) -> int:
 
 
 def _invalid_unit_bases(diagnostics: Sequence[Diagnostic]) -> set[str]:
+    from pathlib import Path
+
     from pcsystemd.model import unit_base_name
 
     return {
@@ -69,6 +74,8 @@ def _load_all(config: GlobalConfig, paths: Sequence[Path] | None = None) -> tupl
 
 
 def command_generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pcsystemd.install import sync_directory
     from pcsystemd.jobfile import load_jobs
     from pcsystemd.model import Mode
@@ -121,6 +128,8 @@ def command_diff(args: argparse.Namespace) -> int:
 
 
 def command_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     config = load_config(args)
     paths = [Path(path) for path in args.paths] if args.paths else None
     jobs, invalid = _load_all(config, paths)
@@ -129,6 +138,8 @@ def command_validate(args: argparse.Namespace) -> int:
 
 
 def _find_job(config: GlobalConfig, name: str) -> Job:
+    from pathlib import Path
+
     from pcsystemd.jobfile import load_job
 
     target: str | Path = Path(name) if ("/" in name or name.endswith(".yaml")) else name
@@ -304,9 +315,11 @@ def _end_shim_process(status: int) -> None:
     should that fail, or a thread still run, this returns and the usual teardown takes over.
     """
     import atexit
-    import threading
 
-    if threading.active_count() > 1:
+    # threading is imported only if a thread was started (runlog's writer): checking costs
+    # nothing then, and importing it here would cost every run.
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
         return
     atexit._run_exitfuncs()
     try:

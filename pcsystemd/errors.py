@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from pcsystemd.record import record
+
+# The runtime shim imports this module at every job run: no dataclasses, no pathlib there.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-@dataclass(frozen=True, order=True)
+@record
 class Diagnostic:
     """One user-facing problem, printed GCC style so editors and CI annotate the line."""
 
@@ -23,6 +27,13 @@ class Diagnostic:
             if self.column:
                 where += f":{self.column}"
         return f"{where}: {self.severity}: {self.message}"
+
+    def __lt__(self, other: Diagnostic) -> bool:
+        """Sorted by file, position, message and severity (what order=True would compare)."""
+        return self._order_key() < other._order_key()
+
+    def _order_key(self) -> tuple[str, int, int, str, str]:
+        return (self.path, self.line, self.column, self.message, self.severity)
 
 
 class PcsystemdError(Exception):

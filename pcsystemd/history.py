@@ -25,29 +25,34 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
+from pcsystemd import leanjson
 from pcsystemd.errors import RunError
-from pcsystemd.model import GlobalConfig, Job, RunResult
+from pcsystemd.record import field, record, replace
+from pcsystemd.vocabulary import RunResult
 
-# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
-# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+# The runtime shim (`pcsystemd run-job`, every job run) reaches this module: typing,
+# dataclasses, json, pathlib and contextlib would cost its start-up milliseconds each, so
+# they are not used here (see record.py, leanjson.py). mypy knows this spelling.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
     from typing import Any
+
+    from pcsystemd.model import GlobalConfig, Job
+    from pcsystemd.runspec import RunSpec
+
+    StrPath = str | os.PathLike[str]
 
 HISTORY_FILE = "history.json"
 _LOCK_FILE = ".history.lock"
 _FORMAT = 1
 
 
-@dataclass(frozen=True)
+@record
 class RunRecord:
     """One run of a job, as the shim recorded it."""
 
@@ -105,7 +110,7 @@ class RunRecord:
         )
 
 
-@dataclass(frozen=True)
+@record
 class Trip:
     """Why the circuit breaker refuses further runs, until `pcsystemd reset JOB`."""
 
@@ -114,7 +119,7 @@ class Trip:
     run_id: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class History:
     """A job's recorded runs (oldest first) and its breaker state."""
 
@@ -161,9 +166,9 @@ class History:
         )
 
     def run(self, run_id: str) -> RunRecord | None:
-        for record in reversed(self.runs):
-            if record.run_id == run_id:
-                return record
+        for run in reversed(self.runs):
+            if run.run_id == run_id:
+                return run
         return None
 
     def with_run(self, record: RunRecord, keep: int) -> History:
@@ -191,7 +196,7 @@ def _optional(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> 
     return _required(data, key, kind)
 
 
-def finish_run(history: History, record: RunRecord, job: Job, keep: int) -> History:
+def finish_run(history: History, record: RunRecord, job: Job | RunSpec, keep: int) -> History:
     """Record a finished run and move the failure streak and circuit breaker accordingly."""
     failures = history.consecutive_failures
     tripped = history.tripped
@@ -212,6 +217,7 @@ def finish_run(history: History, record: RunRecord, job: Job, keep: int) -> Hist
     return updated.with_run(record, keep)
 
 
+# For the CLI, which has a GlobalConfig (and its Paths); the shim has RunSpec's strings.
 def history_directory(config: GlobalConfig, slug: str) -> Path:
     return config.state_directory / slug
 
@@ -226,7 +232,7 @@ _MAX_HISTORY_BYTES = 8 * 1024 * 1024
 _SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
-def _read_bounded(path: Path) -> bytes:
+def _read_bounded(path: StrPath) -> bytes:
     fd = os.open(path, os.O_RDONLY | _SAFE_OPEN)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -239,7 +245,7 @@ def _read_bounded(path: Path) -> bytes:
     return data
 
 
-def _load(path: Path, slug: str) -> History:
+def _load(path: StrPath, slug: str) -> History:
     """The history in `path`: empty when missing, `problem` set when unreadable or corrupt."""
     try:
         text = _read_bounded(path)
@@ -248,7 +254,7 @@ def _load(path: Path, slug: str) -> History:
     except OSError as error:
         return History(slug, problem=f"cannot read {path}: {error.strerror}")
     try:
-        return History.from_json(slug, json.loads(text))
+        return History.from_json(slug, leanjson.loads(text))
     except (ValueError, UnicodeDecodeError) as error:
         return History(slug, problem=f"{path} is corrupt ({error})")
 
@@ -258,52 +264,57 @@ def read_history(config: GlobalConfig, slug: str) -> History:
     return _load(history_path(config, slug), slug)
 
 
-@contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def _lock(directory: StrPath) -> int:
+    """The history lock of `directory`, held until the returned descriptor is closed."""
     try:
         # Read-only is enough for flock, and lets the job user lock a file root created.
         # No symlinks: root (`pcsystemd reset`) must not create a file wherever the job
         # user's directory points.
-        fd = os.open(directory / _LOCK_FILE, os.O_RDONLY | os.O_CREAT | _SAFE_OPEN, 0o644)
+        path = os.path.join(directory, _LOCK_FILE)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | _SAFE_OPEN, 0o644)
     except OSError as error:
         raise RunError(f"cannot write the history in {directory}: {error.strerror}") from error
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def update_history(
-    directory: Path, slug: str, change: Callable[[History], History]
+    directory: StrPath, slug: str, change: Callable[[History], History]
 ) -> tuple[History, str | None]:
     """Apply `change` to the stored history under the history lock and store the result.
 
     Returns the new history and, if the old file was corrupt (and was moved aside), a
     message saying so. Raises RunError when the new file cannot be written.
     """
-    path = directory / HISTORY_FILE
-    with _locked(directory):
+    path = os.path.join(directory, HISTORY_FILE)
+    lock = _lock(directory)
+    try:
         current = _load(path, slug)
         problem = current.problem
-        if problem is not None and path.exists():
+        if problem is not None and os.path.lexists(path):
             try:
-                os.replace(path, path.with_name(HISTORY_FILE + ".corrupt"))
+                os.replace(path, path + ".corrupt")
                 problem += f"; moved it to {HISTORY_FILE}.corrupt and started a new history"
             except OSError as error:
                 problem += f"; could not move it aside ({error.strerror}), replacing it"
         updated = change(_settle_dead_runs(replace(current, problem=None)))
         atomic_write(path, encode(updated))
+    finally:
+        os.close(lock)
     return updated, problem
 
 
 def encode(history: History) -> bytes:
     """The file's bytes: one run per line, readable with less and diffable, and fast to write
-    (json.dumps with `indent` would take the pure-Python encoder)."""
+    (an indented dump would take json's pure-Python encoder)."""
     data = history.to_json()
     runs = data.pop("runs")
-    head = json.dumps(data)[:-1]
-    lines = [json.dumps(run) for run in runs]
+    head = leanjson.dumps(data)[:-1]
+    lines = [leanjson.dumps(run) for run in runs]
     body = "[\n" + ",\n".join(lines) + "\n]" if lines else "[]"
     return f'{head}, "runs": {body}}}\n'.encode()
 
@@ -326,7 +337,7 @@ def _settle_dead_runs(history: History) -> History:
 def reset(config: GlobalConfig, slug: str) -> History:
     """Clear the failure streak and the circuit breaker (`pcsystemd reset JOB`)."""
     directory = history_directory(config, slug)
-    if not directory.is_dir():
+    if not os.path.isdir(directory):
         return History(slug)
     updated, _ = update_history(
         directory, slug, lambda history: replace(history, consecutive_failures=0, tripped=None)
@@ -334,9 +345,10 @@ def reset(config: GlobalConfig, slug: str) -> History:
     return updated
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: StrPath, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` so that readers see the old or the new file, never a mix."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    directory, name = os.path.split(os.fspath(path))
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except OSError as error:
@@ -349,15 +361,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.fchmod(fd, mode)  # not subject to the umask
             if os.geteuid() == 0:
                 # Root (`pcsystemd reset`) keeps the file owned like its directory, the job user.
-                directory = os.stat(path.parent)
-                os.fchown(fd, directory.st_uid, directory.st_gid)
+                owner = os.stat(directory or ".")
+                os.fchown(fd, owner.st_uid, owner.st_gid)
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temporary, path)
     except OSError as error:
-        with suppress(OSError):
+        try:
             os.unlink(temporary)
+        except OSError:
+            pass  # the write error is what matters
         raise RunError(f"cannot write {path}: {error.strerror}") from error
 
 
@@ -389,7 +403,7 @@ def run_is_live(record: RunRecord) -> bool:
     return started is not None and (record.pid_start is None or started == record.pid_start)
 
 
-@dataclass(frozen=True)
+@record
 class JobStatus:
     """What `pcsystemd status JOB` says about a job's runs."""
 

@@ -26,23 +26,28 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 from pcsystemd.errors import RunError
-from pcsystemd.model import GlobalConfig, Overlap
+from pcsystemd.vocabulary import Overlap
+
+# The runtime shim imports this module at every job run: no pathlib, no typing at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pcsystemd.model import GlobalConfig
 
 # While waiting under `overlap: wait`, re-try the lock this often (seconds, growing).
 _POLL_FIRST = 0.05
 _POLL_MAX = 0.5
 
 
-def lock_file_path(config: GlobalConfig, lock_group: str) -> Path:
-    """The lock file of a lock group."""
-    return config.lock_directory / f"{lock_group}.lock"
+def lock_file_path(config: GlobalConfig, lock_group: str) -> str:
+    """The lock file of a lock group (runspec.RunSpec.lock_file() says the same)."""
+    return os.path.join(config.lock_directory, f"{lock_group}.lock")
 
 
-def open_lock(path: Path, *, inherited_fd: int = 0) -> int:
+def open_lock(path: str | os.PathLike[str], *, inherited_fd: int = 0) -> int:
     """The descriptor to flock: the one systemd opened for us, or (as root) our own."""
     if inherited_is_lock(path, inherited_fd):
         return inherited_fd
@@ -52,21 +57,22 @@ def open_lock(path: Path, *, inherited_fd: int = 0) -> int:
             "(`pcsystemd start JOB` or `systemctl start pcsystemd-JOB.service`), or run "
             "`pcsystemd run-job` as root"
         )
+    parent = os.path.dirname(os.fspath(path))
     try:
-        path.parent.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        directory = os.lstat(path.parent)
+        os.makedirs(os.path.dirname(parent), mode=0o755, exist_ok=True)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        directory = os.lstat(parent)
         if not stat.S_ISDIR(directory.st_mode) or directory.st_uid != 0:
-            raise RunError(f"the lock directory {path.parent} must be a directory owned by root")
+            raise RunError(f"the lock directory {parent} must be a directory owned by root")
         if directory.st_mode & 0o077:
             # Someone loosened it: job users could then hold or break other users' locks.
-            os.chmod(path.parent, 0o700)
+            os.chmod(parent, 0o700)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as error:
         raise RunError(f"cannot open the lock file {path}: {error.strerror}") from error
 
 
-def inherited_is_lock(path: Path, fd: int) -> bool:
+def inherited_is_lock(path: str | os.PathLike[str], fd: int) -> bool:
     """Whether descriptor `fd` is the lock file at `path` (as systemd's StandardInput=file:)."""
     try:
         inherited = os.fstat(fd)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pcsystemd import __version__, journal
 from pcsystemd.errors import PcsystemdError, SystemdError
 from pcsystemd.model import GlobalConfig, Job, RunResult
-from pcsystemd.runlog import log_file_pattern
+from pcsystemd.runlog import is_log_file_name
 
 # Mail, HTTP and subprocess modules are imported where they are used: a notice is rare, and
 # importing them all up front would triple the cost of importing this module.
@@ -381,8 +381,7 @@ def log_tail_for(record: RunRecord | None, service: str, log_directory: Path | N
         path = Path(record.log_file)
         slug = service.removeprefix("pcsystemd-").removesuffix(".service")
         trusted = log_directory is None or (
-            path.parent == log_directory / slug
-            and log_file_pattern(slug).fullmatch(path.name) is not None
+            path.parent == log_directory / slug and is_log_file_name(slug, path.name)
         )
         if not trusted:
             log(journal.PRIORITY_WARNING, f"history names {path}, not a log file of {slug}")

@@ -22,14 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcsystemd import systemd
-from pcsystemd.cli import EXIT_OK, Handler, load_config, print_diagnostics
+from pcsystemd.cli import EXIT_OK, load_config, print_diagnostics
 from pcsystemd.errors import ConfigError, Diagnostic, SystemdError, UsageError
 from pcsystemd.model import UNIT_PREFIX, GlobalConfig, Job, Mode, RunResult, unit_base_name
 
 if TYPE_CHECKING:
+    from pcsystemd.cli import Handler
     from pcsystemd.history import History, JobStatus
 
-AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
+    AddCommand = Callable[[str, Handler, str], argparse.ArgumentParser]
 
 # `start --wait`: the run failed (or was refused); `status`: some job is failed or tripped.
 EXIT_RUN_FAILED = 1

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import jinja2
 
-from pcsystemd import escape
+from pcsystemd import escape, runspec
 from pcsystemd.errors import Diagnostic, PcsystemdError
 from pcsystemd.model import (
     DEFAULT_CONFIG_PATH,
@@ -55,6 +55,7 @@ class UnitSettings:
     stop_timeout_seconds: int
     tag_targets: tuple[str, ...]
     notify_unit: str
+    run_spec: str | None  # the shim's compiled view of the job (runspec.py); None: too large
 
 
 def tag_target_name(tag: str) -> str:
@@ -153,6 +154,7 @@ def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> 
         stop_timeout_seconds=KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS,
         tag_targets=tuple(tag_target_name(tag) for tag in job.tags),
         notify_unit=f"{UNIT_PREFIX}notify@{job.slug}.service",
+        run_spec=runspec.encode(runspec.compile_spec(job, config)),
     )
 
 
@@ -181,7 +183,9 @@ def _environment(override_directory: Path | None) -> jinja2.Environment:
         exec_command=escape.exec_command,
     )
     environment.globals.update(
-        environment_assignment=escape.environment_assignment, marker=GENERATED_MARKER
+        environment_assignment=escape.environment_assignment,
+        marker=GENERATED_MARKER,
+        run_spec_variable=runspec.SPEC_VARIABLE,
     )
     return environment
 

@@ -37,23 +37,22 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
-import signal
-import threading
 import time
-from collections.abc import Callable, Sequence
-from datetime import date
-from pathlib import Path
 
 from pcsystemd.errors import RunError
 from pcsystemd.journal import STREAM_LINE_LIMIT
 
-# For the type checker only: `queue` is imported when a writer starts, not at every start-up
-# of the shim (see config.py for the idiom).
+# The runtime shim imports this module at every job run. Not imported here for that reason:
+# re, datetime and pathlib (the log file names are parsed by hand), typing (the type
+# checker's only), threading and queue (only a run with much output starts a writer thread).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
     from queue import Queue
+
+    StrPath = str | os.PathLike[str]
 
 Buffer = bytes | memoryview
 
@@ -64,11 +63,13 @@ _NOTE_MARK = b" [pcsystemd] "
 LEGEND = "# times: UTC"
 LOG_FILE_MODE = 0o640
 _MAX_SUFFIX = 10_000
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 # Chunks that may wait for the writer thread: with the pipe's own buffer, enough to ride out a
 # slow write without stalling the job (4 was no faster); each costs the chunk and its framed
 # copy, a little over twice the read size.
 WRITER_DEPTH = 2
+# Job output a run writes in its own thread before it starts the writer thread: most runs
+# print little, and a thread (and the threading module) would only cost them start-up time.
+WRITER_THRESHOLD_BYTES = 256 * 1024
 
 
 def utc_timestamp(when: float) -> str:
@@ -78,17 +79,41 @@ def utc_timestamp(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{milliseconds:03d}Z"
 
 
-def log_file_pattern(slug: str) -> re.Pattern[str]:
-    return re.compile(re.escape(slug) + r"-(\d{8}-\d{6})(?:-(\d+))?\.log")
+def parse_log_file_name(slug: str, name: str) -> tuple[str, int] | None:
+    """(`YYYYmmdd-HHMMSS` start stamp, suffix) of a run log's file name, None if it is not one.
+
+    The names are `<slug>-YYYYmmdd-HHMMSS.log`, or `...-N.log` for a later run in the same
+    second (create_log_file).
+    """
+    prefix = slug + "-"
+    if not (name.startswith(prefix) and name.endswith(".log")):
+        return None
+    rest = name[len(prefix) : -len(".log")]
+    stamp, suffix = rest[:15], rest[15:]
+    if len(stamp) != 15 or stamp[8] != "-" or not _digits(stamp[:8] + stamp[9:]):
+        return None
+    if not suffix:
+        return stamp, 0
+    if suffix[0] != "-" or not _digits(suffix[1:]):
+        return None
+    return stamp, int(suffix[1:])
 
 
-def create_log_file(directory: Path, slug: str, start: float) -> tuple[Path, int]:
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def is_log_file_name(slug: str, name: str) -> bool:
+    return parse_log_file_name(slug, name) is not None
+
+
+def create_log_file(directory: StrPath, slug: str, start: float) -> tuple[str, int]:
     """Create the run's log file exclusively; returns its path and a write descriptor."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(start))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
     for suffix in range(_MAX_SUFFIX):
         name = f"{slug}-{stamp}.log" if suffix == 0 else f"{slug}-{stamp}-{suffix}.log"
-        path = directory / name
+        path = os.path.join(directory, name)
         try:
             return path, os.open(path, flags, LOG_FILE_MODE)
         except FileExistsError:
@@ -98,51 +123,54 @@ def create_log_file(directory: Path, slug: str, start: float) -> tuple[Path, int
     raise RunError(f"cannot create a log file in {directory}: {_MAX_SUFFIX} runs in one second")
 
 
-def list_log_files(directory: Path, slug: str) -> list[Path]:
-    """This job's run logs in `directory`, oldest first."""
-    pattern = log_file_pattern(slug)
-    found: list[tuple[str, int, Path]] = []  # start stamp, suffix, path: sorts by start
+def _log_files(directory: StrPath, slug: str) -> list[tuple[str, str]]:
+    """(start stamp, path) of this job's run logs in `directory`, oldest first."""
+    found: list[tuple[str, int, str]] = []  # start stamp, suffix, path: sorts by start
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return []
     for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match and entry.is_file(follow_symlinks=False):
-            found.append((match[1], int(match[2] or 0), Path(entry.path)))
-    return [path for _, _, path in sorted(found)]
+        parsed = parse_log_file_name(slug, entry.name)
+        if parsed is not None and entry.is_file(follow_symlinks=False):
+            found.append((parsed[0], parsed[1], entry.path))
+    return [(stamp, path) for stamp, _, path in sorted(found)]
+
+
+def list_log_files(directory: StrPath, slug: str) -> list[Path]:
+    """This job's run logs in `directory`, oldest first (for the CLI: as paths)."""
+    from pathlib import Path
+
+    return [Path(path) for _, path in _log_files(directory, slug)]
 
 
 def prune_logs(
-    directory: Path,
+    directory: StrPath,
     slug: str,
     *,
     keep_runs: int,
     keep_days: int,
-    keep: Path | None = None,
+    keep: StrPath | None = None,
     now: float | None = None,
-) -> list[Path]:
+) -> list[str]:
     """Remove run logs beyond the retention limits; returns what was removed."""
     now = time.time() if now is None else now
-    logs = list_log_files(directory, slug)
-    pattern = log_file_pattern(slug)
-    doomed: list[Path] = []
-    for position, path in enumerate(reversed(logs)):  # newest first
-        if keep is not None and path == keep:
+    spared = None if keep is None else os.fspath(keep)
+    doomed: list[str] = []
+    for position, (stamp, path) in enumerate(reversed(_log_files(directory, slug))):
+        if path == spared:  # newest first
             continue
         too_many = keep_runs > 0 and position >= keep_runs
         too_old = False
         if keep_days > 0:
-            match = pattern.fullmatch(path.name)
-            assert match is not None
-            started = _stamp_to_epoch(match[1])
+            started = _stamp_to_epoch(stamp)
             too_old = started is not None and now - started > keep_days * 86400
         if too_many or too_old:
             doomed.append(path)
     removed = []
     for path in doomed:
         try:
-            path.unlink()
+            os.unlink(path)
         except FileNotFoundError:
             continue
         removed.append(path)
@@ -150,20 +178,38 @@ def prune_logs(
 
 
 def _stamp_to_epoch(stamp: str) -> float | None:
-    """`YYYYmmdd-HHMMSS` (UTC, as log_file_pattern matched it) → seconds since the epoch.
+    """`YYYYmmdd-HHMMSS` (UTC, as parse_log_file_name found it) → seconds since the epoch.
 
     What calendar.timegm(time.strptime(stamp, "%Y%m%d-%H%M%S")) gives, with the same range
     checks (a leap second is allowed), without importing _strptime into every run.
     """
     try:
-        day = date(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]))
+        year, month, day = int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8])
         hour, minute, second = int(stamp[9:11]), int(stamp[11:13]), int(stamp[13:15])
     except ValueError:
         return None
-    if hour > 23 or minute > 59 or second > 61:
+    days = _days_since_epoch(year, month, day)
+    if days is None or hour > 23 or minute > 59 or second > 61:
         return None
-    days = day.toordinal() - _EPOCH_ORDINAL
     return float(days * 86400 + hour * 3600 + minute * 60 + second)
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int | None:
+    """Days from 1970-01-01 to a proleptic Gregorian date; None for an impossible date.
+
+    datetime.date would do, at the cost of an import per run; this is the well-known
+    days-from-civil computation (March-based years, 400-year eras).
+    """
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    month_days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+    if year < 1 or not 1 <= month <= 12 or not 1 <= day <= month_days[month - 1]:
+        return None
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
 
 
 class LineFramer:
@@ -293,7 +339,7 @@ class RunOutput:
     def __init__(self, attached: bool, start: float) -> None:
         self.attached = attached  # our stdout is systemd's journal stream
         self.log_fd: int | None = None
-        self.log_path: Path | None = None
+        self.log_path: str | None = None
         self.log_error: str | None = None
         self.mirror_error: str | None = None
         self._mirror_broken: set[int] = set()
@@ -302,15 +348,29 @@ class RunOutput:
         self._journal_framer = LineFramer(split_at=STREAM_LINE_LIMIT)  # by whoever writes
         self._timestamps = TimestampCache(start)
         self._writer: BackgroundWriter | None = None
+        # While a command runs: start a writer thread once its output passes the threshold.
+        self._writer_wanted = False
+        self._writer_threshold = WRITER_THRESHOLD_BYTES
+        self._direct_bytes = 0
         self.stderr_bytes = 0
 
-    def start_writer(self) -> None:
-        """Write job output on a thread of its own from now on, until `stop_writer`."""
+    def start_writer(self, threshold: int = WRITER_THRESHOLD_BYTES) -> None:
+        """Write job output on a thread of its own, until `stop_writer`, once `threshold`
+        bytes of it have been written directly (0: from now on)."""
+        self._writer_wanted = True
+        self._direct_bytes = 0
+        self._writer_threshold = threshold
+        if threshold <= 0:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
         if self._writer is None:
+            reuse_freed_memory()
             self._writer = BackgroundWriter(self._deliver, WRITER_DEPTH)
 
     def stop_writer(self) -> None:
         """Wait until everything queued is written; then write in the calling thread again."""
+        self._writer_wanted = False
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.stop()
@@ -319,6 +379,10 @@ class RunOutput:
     def job_output(self, stream: int, data: bytes) -> None:
         if stream == STDERR:
             self.stderr_bytes += len(data)
+        if self._writer is None and self._writer_wanted:
+            self._direct_bytes += len(data)
+            if self._direct_bytes > self._writer_threshold:
+                self._start_thread()
         log_pieces: list[Buffer] = []
         if self.log_fd is not None and self.log_error is None:
             # Framed here, in the reading thread, so that the time stamp is the time of reading.
@@ -420,6 +484,7 @@ class BackgroundWriter:
     """A thread that delivers chunks in order, at most `depth` chunks behind the caller."""
 
     def __init__(self, deliver: Callable[[int, bytes, Sequence[Buffer]], None], depth: int) -> None:
+        import threading
         from queue import Queue
 
         self._deliver = deliver
@@ -446,6 +511,8 @@ class BackgroundWriter:
         self._raise_failure()
 
     def _run(self) -> None:
+        import signal
+
         # Signals belong to the main thread (its poll loop wakes up for them); here they
         # would only interrupt writes.
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
@@ -466,6 +533,43 @@ class BackgroundWriter:
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise RuntimeError("the output writer thread failed") from self._failure
+
+
+# mallopt(3) parameters.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# A chunk and its framed copy (1.2 MiB for 100-byte lines) stay well below this; only a chunk
+# of almost nothing but newlines frames to more, and is mapped and unmapped as before.
+_MMAP_THRESHOLD = 8 << 20
+# Free memory the heap may keep rather than hand back: more than the chunks in flight need.
+_TRIM_THRESHOLD = 64 << 20
+
+_memory_tuned = False
+
+
+def reuse_freed_memory() -> None:
+    """Make glibc's malloc keep the memory of freed chunks of output for the next ones.
+
+    By default a chunk (and its framed copy) either gets fresh pages from mmap, or comes from
+    a heap that free() trims back as soon as more than about two chunks lie free at its top:
+    either way every chunk's pages were faulted in and zeroed again, a sixth to a third of
+    the reading thread's time. With fixed thresholds the few chunks in flight are recycled in
+    the heap; memory stays flat (bounded by the chunks in flight, not by the output).
+    Done once per process, when a command's output first grows large (the writer
+    threshold): a run that prints little does not pay for the ctypes import.
+    """
+    global _memory_tuned
+    if _memory_tuned:
+        return
+    _memory_tuned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
 
 
 def write_all(fd: int, buffers: Sequence[Buffer]) -> None:

@@ -61,16 +61,11 @@ from __future__ import annotations
 
 import gc
 import os
-import shlex
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
 
-from pcsystemd import journal, locking, runlog
+from pcsystemd import journal, leanjson, locking, runlog, runspec
 from pcsystemd.errors import ConfigError, PcsystemdError, RunError
 from pcsystemd.history import (
     History,
@@ -78,19 +73,12 @@ from pcsystemd.history import (
     Trip,
     atomic_write,
     finish_run,
-    history_directory,
     process_start_ticks,
     update_history,
 )
-from pcsystemd.model import (
-    KILL_GRACE_SECONDS,
-    RECORD_MARGIN_SECONDS,
-    GlobalConfig,
-    Job,
-    RunResult,
-    unit_base_name,
-)
+from pcsystemd.record import record
 from pcsystemd.runlog import RunOutput
+from pcsystemd.runspec import RunSpec
 from pcsystemd.supervise import (
     Signals,
     Supervisor,
@@ -98,13 +86,23 @@ from pcsystemd.supervise import (
     process_elapsed,
     signal_name,
 )
+from pcsystemd.vocabulary import (
+    KILL_GRACE_SECONDS,
+    RECORD_MARGIN_SECONDS,
+    RunResult,
+    unit_base_name,
+)
 
-# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
-# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+# Only for the type checker: this module is the start-up path of every job run, and typing,
+# pathlib, subprocess, shlex and the compiled model (dataclasses) would each cost it
+# milliseconds (see runspec.py for how the job reaches the shim without them).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import pwd
+    from collections.abc import Sequence
     from typing import Any
+
+    from pcsystemd.model import GlobalConfig, Job
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -135,6 +133,10 @@ _DEADLINE_TOLERANCE = 0.25
 # when the process is executed, ours when run_job() is called).
 _STARTUP_ALLOWANCE = 10.0
 SLOW_START_REQUEST_TTL_SECONDS = 120.0
+# Where the run's view of the job came from (the log header says it).
+SPEC_FROM_UNIT = "as compiled into the unit"
+SPEC_STALE = "read again: it or the global config changed since the unit was generated"
+SPEC_READ = "read"
 _SLOW_START_CONSUMED = "slow-start.consumed"
 
 
@@ -152,35 +154,31 @@ def stop_timeout_seconds() -> int:
 # later scheduled run. No extra process or unit is involved.
 
 
-def slow_start_request_path(config: GlobalConfig, slug: str) -> Path:
+def slow_start_request_path(lock_directory: str | os.PathLike[str], slug: str) -> str:
     """Where `pcsystemd start --slow-start` leaves its request for the next run."""
-    return config.lock_directory.parent / "slow-start" / slug
+    return os.path.join(os.path.dirname(os.fspath(lock_directory)), "slow-start", slug)
 
 
 def request_slow_start(config: GlobalConfig, slug: str) -> str:
     """Ask the job's next run (started through its unit) to run slow_start_command; root only."""
-    import json
-
-    path = slow_start_request_path(config, slug)
+    path = slow_start_request_path(config.lock_directory, slug)
     request_id = os.urandom(8).hex()
     try:
-        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     except OSError as error:
-        raise RunError(f"cannot create {path.parent}: {error.strerror}") from error
+        raise RunError(f"cannot create {os.path.dirname(path)}: {error.strerror}") from error
     payload = {"id": request_id, "created": time.time()}
-    atomic_write(path, json.dumps(payload).encode() + b"\n", mode=0o644)
+    atomic_write(path, leanjson.dumps(payload).encode() + b"\n", mode=0o644)
     return request_id
 
 
-def pending_slow_start(config: GlobalConfig, slug: str) -> str | None:
+def pending_slow_start(lock_directory: str, slug: str) -> str | None:
     """The id of a fresh, trustworthy slow-start request for the job, if there is one."""
-    import json
-
-    path = slow_start_request_path(config, slug)
+    path = slow_start_request_path(lock_directory, slug)
     try:
         with open(path, "rb") as request_file:
             owner = os.fstat(request_file.fileno()).st_uid
-            data = json.loads(request_file.read())
+            data = leanjson.loads(request_file.read())
         request_id = data["id"]
         age = time.time() - float(data["created"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -194,9 +192,10 @@ def pending_slow_start(config: GlobalConfig, slug: str) -> str | None:
     return request_id
 
 
-def _consumed_slow_start(state_directory: Path) -> str | None:
+def _consumed_slow_start(state_directory: str) -> str | None:
     try:
-        return (state_directory / _SLOW_START_CONSUMED).read_text().strip() or None
+        with open(os.path.join(state_directory, _SLOW_START_CONSUMED), "rb") as consumed:
+            return consumed.read().decode("utf-8", "replace").strip() or None
     except OSError:
         return None
 
@@ -204,7 +203,7 @@ def _consumed_slow_start(state_directory: Path) -> str | None:
 # --- one run -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Outcome:
     """How a command, an attempt or the whole run ended."""
 
@@ -238,7 +237,7 @@ class Outcome:
         if self.result is RunResult.ERROR:
             return EXIT_ERROR
         if self.signal:
-            return 128 + signal.Signals[self.signal].value
+            return 128 + int(getattr(signal, self.signal, 0))
         if self.exit_status:
             return self.exit_status
         return EXIT_FAILURE
@@ -247,15 +246,15 @@ class Outcome:
 class _Run:
     def __init__(
         self,
-        job: Job,
-        config: GlobalConfig,
+        spec: RunSpec,
         signals: Signals,
         *,
         kill_grace_seconds: float,
         drain_seconds: float,
+        origin: str,
     ) -> None:
-        self.job = job
-        self.config = config
+        self.spec = spec
+        self.origin_of_spec = origin
         self.signals = signals
         self.kill_grace_seconds = kill_grace_seconds
         self.drain_seconds = drain_seconds
@@ -266,8 +265,8 @@ class _Run:
         )
         self.started = time.time()
         self.run_id = new_run_id(self.started)
-        self.log_directory = config.log_directory / job.slug
-        self.state_directory = history_directory(config, job.slug)
+        self.log_directory = spec.job_log_directory()
+        self.state_directory = spec.job_state_directory()
         self.output = RunOutput(journal.attached_to_journal(1), self.started)
         self.attempts = 0
         self.slow_start = False
@@ -288,10 +287,10 @@ class _Run:
     def emit(self, priority: int, message: str, **fields: str | int) -> None:
         """A message of the shim's own: journal (with our fields) and, by hand, the terminal."""
         entry: dict[str, str | int] = {
-            "MESSAGE": f"{self.job.slug}: {message}",
+            "MESSAGE": f"{self.spec.slug}: {message}",
             "PRIORITY": priority,
-            "SYSLOG_IDENTIFIER": self.job.unit_base,
-            "PCSYSTEMD_JOB": self.job.slug,
+            "SYSLOG_IDENTIFIER": self.spec.unit_base,
+            "PCSYSTEMD_JOB": self.spec.slug,
             "PCSYSTEMD_RUN": self.run_id,
         }
         entry.update({f"PCSYSTEMD_{name.upper()}": value for name, value in fields.items()})
@@ -320,21 +319,21 @@ class _Run:
         decides_breaker = self.history is None  # nothing recorded for this run yet
         now = time.time()
         record = self._run_record(outcome, now, finished=finished)
-        keep = self.config.history_length
+        keep = self.spec.history_length
         refusal: Outcome | None = None
 
         def change(history: History) -> History:
             nonlocal refusal
             if decides_breaker and history.tripped is not None:
-                refusal = _breaker_refusal(history.tripped, self.job.slug)
+                refusal = _breaker_refusal(history.tripped, self.spec.slug)
                 refused = self._run_record(refusal, now, finished=True, ran=False)
-                return finish_run(history, refused, self.job, keep)
+                return finish_run(history, refused, self.spec, keep)
             if finished:
-                return finish_run(history, record, self.job, keep)
+                return finish_run(history, record, self.spec, keep)
             return history.with_run(record, keep)
 
         try:
-            updated, problem = update_history(self.state_directory, self.job.slug, change)
+            updated, problem = update_history(self.state_directory, self.spec.slug, change)
         except RunError as error:
             return outcome, str(error)
         if problem:
@@ -356,7 +355,7 @@ class _Run:
             pid=self.pid,
             pid_start=self.pid_start,
             # A run the breaker refused has no log file and was no slow start.
-            log_file=str(self.output.log_path) if ran and self.output.log_path else None,
+            log_file=self.output.log_path if ran else None,
             attempts=self.attempts,
             slow_start=self.slow_start and ran,
             message=outcome.message,
@@ -366,7 +365,13 @@ class _Run:
 
     def run(self, *, slow_start: bool, lock_fd: int | None) -> Outcome:
         """The whole run; a lock descriptor the shim opened itself is closed at the end."""
-        lock_path = locking.lock_file_path(self.config, self.job.lock_group)
+        if self.origin_of_spec == SPEC_STALE:
+            self.emit(
+                journal.PRIORITY_NOTICE,
+                "the job file or the global config changed since this unit was generated: "
+                "running the job as the file says now; regenerate the units (pcsystemd reload)",
+            )
+        lock_path = self.spec.lock_file()
         try:
             fd = locking.open_lock(lock_path) if lock_fd is None else lock_fd
         except RunError as refused:
@@ -386,13 +391,15 @@ class _Run:
                 os.close(fd)
 
     def _run_locked(self, fd: int, *, slow_start: bool) -> Outcome:
-        job = self.job
+        job = self.spec
         try:
             self._prepare_directories()
         except RunError as error:
             return self._refuse(Outcome(RunResult.ERROR, message=str(error)), journal.PRIORITY_ERR)
 
-        requested_slow_start = None if slow_start else pending_slow_start(self.config, job.slug)
+        requested_slow_start = (
+            None if slow_start else pending_slow_start(job.lock_directory, job.slug)
+        )
         if not self._lock(fd):
             if requested_slow_start is not None:
                 # The run the request was for does not happen: drop the request, so that a
@@ -476,7 +483,7 @@ class _Run:
                 self.emit(journal.PRIORITY_WARNING, f"cannot remove {path}: {error.strerror}")
 
     def _lock(self, fd: int) -> bool:
-        job = self.job
+        job = self.spec
         if locking.try_lock(fd):
             return True
         if not job.overlap.waits():
@@ -494,7 +501,7 @@ class _Run:
         )
 
     def _lock_refusal(self) -> Outcome:
-        job = self.job
+        job = self.spec
         held = f"lock group {job.lock_group!r} is held by another run"
         if self.signals.stop_signal is not None or self._time_left() <= _DEADLINE_TOLERANCE:
             result = self._stop_result() if self.signals.stop_signal else RunResult.TIMEOUT
@@ -515,7 +522,8 @@ class _Run:
         if _consumed_slow_start(self.state_directory) == request_id:
             return False
         try:
-            atomic_write(self.state_directory / _SLOW_START_CONSUMED, request_id.encode() + b"\n")
+            consumed = os.path.join(self.state_directory, _SLOW_START_CONSUMED)
+            atomic_write(consumed, request_id.encode() + b"\n")
         except RunError as error:
             # Without remembering it, the request would be honoured again: ignore it instead.
             self.emit(journal.PRIORITY_WARNING, f"slow start request ignored: {error}")
@@ -525,14 +533,14 @@ class _Run:
     def _prepare_directories(self) -> None:
         """Create the log and state directories; as root (by hand), become the job's user."""
         running_as_root = os.geteuid() == 0
-        job_is_root = self.job.user in ("root", "0")
-        identity = _job_identity(self.job) if running_as_root and not job_is_root else None
+        job_is_root = self.spec.user in ("root", "0")
+        identity = _job_identity(self.spec) if running_as_root and not job_is_root else None
         problems = []
         # The state directory first and regardless of the log directory: the history is
         # where a failure to create the log directory gets recorded.
         for directory in (self.state_directory, self.log_directory):
             try:
-                directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+                os.makedirs(directory, mode=0o755, exist_ok=True)
                 if identity is not None:
                     user, gid = identity
                     os.chown(directory, user.pw_uid, gid)
@@ -547,17 +555,18 @@ class _Run:
                 USER=user.pw_name, LOGNAME=user.pw_name, HOME=user.pw_dir, SHELL=user.pw_shell
             )
         elif not running_as_root:
-            _check_unit_user(self.job)
+            _check_unit_user(self.spec)
         for directory in (self.log_directory, self.state_directory):
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise RunError(f"{directory} is not writable by user {_user_name(os.geteuid())}")
 
     def _write_header(self, commands: Sequence[Sequence[str]]) -> None:
-        job = self.job
+        job = self.spec
         lines = [f"# pcsystemd run {self.run_id} of job {job.slug} ({job.name})"]
         for index, argv in enumerate(commands, 1):
             label = "command" if len(commands) == 1 else f"command {index}/{len(commands)}"
-            lines.append(f"# {label}: {shlex.join(argv)}")
+            lines.append(f"# {label}: {shell_join(argv)}")
+        lines.append(f"# job file: {job.job_file} ({self.origin_of_spec})")
         if self.slow_start:
             lines.append("# slow start: yes")
         lines.append(f"# pid: {os.getpid()}")
@@ -612,14 +621,14 @@ class _Run:
             self.emit(
                 journal.PRIORITY_WARNING,
                 f"circuit breaker tripped ({self.history.tripped.reason}): later runs are "
-                f"refused until `pcsystemd reset {self.job.slug}`",
+                f"refused until `pcsystemd reset {self.spec.slug}`",
             )
         try:
             runlog.prune_logs(
                 self.log_directory,
-                self.job.slug,
-                keep_runs=self.config.log_retention_runs,
-                keep_days=self.config.log_retention_days,
+                self.spec.slug,
+                keep_runs=self.spec.log_retention_runs,
+                keep_days=self.spec.log_retention_days,
                 keep=self.output.log_path,
             )
         except OSError as error:
@@ -629,13 +638,12 @@ class _Run:
     # attempts and commands
 
     def _time_left(self) -> float:
-        if not self.job.timeout_seconds:
+        if not self.spec.timeout_seconds:
             return float("inf")
-        return self.origin + self.job.timeout_seconds - time.monotonic()
+        return self.origin + self.spec.timeout_seconds - time.monotonic()
 
     def _attempts(self, commands: Sequence[Sequence[str]]) -> Outcome:
-        retries = self.job.retries
-        total = retries.count + 1
+        total = self.spec.retry_count + 1
         while True:
             self.attempts += 1
             if total > 1:
@@ -645,10 +653,10 @@ class _Run:
                 return outcome
             if outcome.result not in (RunResult.FAILED, RunResult.ERROR):
                 return outcome
-            if outcome.exit_status in self.job.unrecoverable_exit_codes:
+            if outcome.exit_status in self.spec.unrecoverable_exit_codes:
                 self.note(f"exit status {outcome.exit_status} is unrecoverable: no retry")
                 return outcome
-            delay = retries.delay_before(self.attempts)
+            delay = self.spec.retry_delay_before(self.attempts)
             if delay >= self._time_left():
                 self.note(f"no time left for attempt {self.attempts + 1} within the timeout")
                 return outcome
@@ -666,14 +674,14 @@ class _Run:
 
     def _own_deadline(self) -> float | None:
         """When the shim itself ends the run; under systemd, after RuntimeMaxSec= has fired."""
-        if not self.job.timeout_seconds:
+        if not self.spec.timeout_seconds:
             return None
-        deadline = self.origin + self.job.timeout_seconds
+        deadline = self.origin + self.spec.timeout_seconds
         return deadline + SYSTEMD_BACKSTOP_SECONDS if self.under_systemd else deadline
 
     def _stop_result(self) -> RunResult:
         """What a stop signal means: the run's time is up (timeout) or a deliberate stop."""
-        if self.job.timeout_seconds and self._time_left() <= _DEADLINE_TOLERANCE:
+        if self.spec.timeout_seconds and self._time_left() <= _DEADLINE_TOLERANCE:
             return RunResult.TIMEOUT
         return RunResult.STOPPED
 
@@ -694,46 +702,35 @@ class _Run:
         return outcome
 
     def _command(self, argv: Sequence[str], label: str) -> Outcome:
-        working_directory = self.job.working_directory
+        working_directory = self.spec.working_directory
         if working_directory is not None and not os.path.isdir(working_directory):
             message = f"working directory {working_directory} does not exist"
             return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_ERROR)
         try:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                start_new_session=True,
-                cwd=working_directory,
-                env=self.environment,
-            )
+            pid, stdout, stderr = spawn(argv, self.environment, working_directory)
         except OSError as error:
             return _spawn_failure(argv, error, working_directory)
-        self.note(f"{label} started, pid {process.pid}: {shlex.join(argv)}")
+        self.note(f"{label} started, pid {pid}: {shell_join(argv)}")
         self.output.stderr_bytes = 0
-        assert process.stdout is not None and process.stderr is not None
         try:
             status, stop_reason = self.supervisor.supervise(
-                process.pid,
-                process.stdout,
-                process.stderr,
+                pid,
+                stdout,
+                stderr,
                 timeout_at=self._own_deadline(),
                 stop_result=self._stop_result,
             )
         finally:
-            process.stdout.close()
-            process.stderr.close()
-        process.returncode = os.waitstatus_to_exitcode(status)
+            os.close(stdout)
+            os.close(stderr)
         if stop_reason is not None:
             return Outcome(stop_reason, **_status_fields(status))
         if os.WIFSIGNALED(status):
             return Outcome(RunResult.FAILED, **_status_fields(status))
         code = os.WEXITSTATUS(status)
-        if code != 0 and code not in self.job.success_exit_codes:
+        if code != 0 and code not in self.spec.success_exit_codes:
             return Outcome(RunResult.FAILED, exit_status=code)
-        if self.job.stderr_is_failure and self.output.stderr_bytes:
+        if self.spec.stderr_is_failure and self.output.stderr_bytes:
             message = f"wrote {self.output.stderr_bytes} bytes to stderr (stderr_is_failure)"
             return Outcome(RunResult.FAILED, exit_status=code, message=message)
         return Outcome(RunResult.SUCCESS, exit_status=code)
@@ -742,8 +739,9 @@ class _Run:
         environment = dict(os.environ)
         # The journal stream is ours, not the job's: its stdout is a pipe.
         environment.pop("JOURNAL_STREAM", None)
-        environment.update(self.job.environment)
-        environment["PCSYSTEMD_JOB"] = self.job.slug
+        environment.pop(runspec.SPEC_VARIABLE, None)
+        environment.update(self.spec.environment)
+        environment["PCSYSTEMD_JOB"] = self.spec.slug
         return environment
 
 
@@ -773,6 +771,98 @@ def _spawn_failure(argv: Sequence[str], error: OSError, working_directory: str |
     return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_NOT_EXECUTABLE)
 
 
+def spawn(
+    argv: Sequence[str], environment: dict[str, str], working_directory: str | None
+) -> tuple[int, int, int]:
+    """Start a command as subprocess.Popen would with stdin=DEVNULL, stdout and stderr
+    pipes, close_fds, start_new_session and cwd: (pid, stdout read end, stderr read end).
+
+    posix_spawn, not subprocess: that module costs the shim's start-up several milliseconds
+    of imports. The child gets no descriptor of ours beyond its three: every descriptor the
+    shim holds is close-on-exec (see `_close_on_exec`). posix_spawn cannot change directory
+    in the child, so the shim changes its own first: all its own paths are absolute. Raises
+    OSError like Popen (FileNotFoundError for a command that is not there).
+    """
+    # The directory first: like Popen's child, a relative command runs from there.
+    if working_directory is not None:
+        os.chdir(working_directory)
+    executable = _find_executable(argv[0], environment)
+    stdout_read, stdout_write = os.pipe()
+    stderr_read, stderr_write = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            executable,
+            list(argv),
+            environment,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, stdout_write, 1),
+                (os.POSIX_SPAWN_DUP2, stderr_write, 2),
+            ],
+            setsid=True,
+            # As Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, the job must not.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setsigmask=(),
+        )
+    except BaseException:
+        os.close(stdout_read)
+        os.close(stderr_read)
+        raise
+    finally:
+        os.close(stdout_write)
+        os.close(stderr_write)
+    return pid, stdout_read, stderr_read
+
+
+def _find_executable(name: str, environment: dict[str, str]) -> str:
+    """The file to execute for `name`: searched in the job's $PATH unless it has a slash."""
+    if "/" in name:
+        return name
+    denied = None
+    for directory in environment.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = denied or candidate
+    if denied is not None:
+        raise PermissionError(13, os.strerror(13), denied)
+    raise FileNotFoundError(2, os.strerror(2), name)
+
+
+def _close_on_exec() -> None:
+    """Mark every descriptor above stderr close-on-exec: a job inherits none of them.
+
+    Python opens its own descriptors so; this catches what a caller leaked to a run by hand.
+    (Popen's close_fds did this in the child; posix_spawn has no such action.)
+    """
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in descriptors:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed already
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    """shlex.join without importing shlex (and re) into every run."""
+    return " ".join(_shell_quote(argument) for argument in argv)
+
+
+_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
+
+
+def _shell_quote(argument: str) -> str:
+    """shlex.quote: as is when only safe characters, else in single quotes."""
+    if argument and all(character in _SHELL_SAFE for character in argument):
+        return argument
+    return "'" + argument.replace("'", "'\"'\"'") + "'"
+
+
 def _user_name(uid: int) -> str:
     import pwd
 
@@ -784,7 +874,7 @@ def _user_name(uid: int) -> str:
 
 # The job's identity is a pwd entry and a group id rather than a class of ours: only a run by
 # hand as root needs it, and a (data)class would be built at every start-up of the shim.
-def _job_identity(job: Job) -> tuple[pwd.struct_passwd, int]:
+def _job_identity(job: RunSpec) -> tuple[pwd.struct_passwd, int]:
     """The job's user and group id, as systemd's User=/Group= would resolve them."""
     import grp
     import pwd
@@ -811,7 +901,7 @@ def _become(user: pwd.struct_passwd, gid: int) -> None:
         raise RunError(f"cannot switch to user {user.pw_name}: {error.strerror}") from error
 
 
-def _check_unit_user(job: Job) -> None:
+def _check_unit_user(job: RunSpec) -> None:
     """Refuse to run as someone else than the job says (a unit generated from an old file)."""
     uid = os.geteuid()
     if job.user == str(uid) or job.user == _user_name(uid):
@@ -832,22 +922,44 @@ def run_job(
     drain_seconds: float = DRAIN_SECONDS,
     die_by_signal: bool = False,
 ) -> int:
+    """Run a loaded job once, as the shim does (see `run_spec`)."""
+    return run_spec(
+        runspec.compile_spec(job, config),
+        slow_start=slow_start,
+        lock_fd=lock_fd,
+        kill_grace_seconds=kill_grace_seconds,
+        drain_seconds=drain_seconds,
+        die_by_signal=die_by_signal,
+    )
+
+
+def run_spec(
+    spec: RunSpec,
+    *,
+    slow_start: bool = False,
+    lock_fd: int | None = None,
+    kill_grace_seconds: float = KILL_GRACE_SECONDS,
+    drain_seconds: float = DRAIN_SECONDS,
+    die_by_signal: bool = False,
+    origin: str = SPEC_READ,
+) -> int:
     """Run a job once, as the shim does, and return the shim's exit status.
 
     This takes over the process: it installs signal handlers, becomes a child subreaper and
     reaps every child. With `die_by_signal`, a run stopped by SIGTERM/SIGINT/SIGHUP ends the
     process with that signal after recording (what systemd expects of a stopped service).
     """
+    _close_on_exec()
     signals = Signals()
     become_subreaper()
     run = None
     try:
         run = _Run(
-            job,
-            config,
+            spec,
             signals,
             kill_grace_seconds=kill_grace_seconds,
             drain_seconds=drain_seconds,
+            origin=origin,
         )
         outcome = run.run(slow_start=slow_start, lock_fd=lock_fd)
         status = outcome.exit_code()
@@ -899,13 +1011,14 @@ def new_run_id(started: float) -> str:
 
 def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
     """Put a job file that vanished or broke since the units were made into its history."""
+    from pcsystemd.history import history_directory
     from pcsystemd.schema import SLUG_PATTERN  # loaded already: the job load just failed
 
     directory = history_directory(config, slug)
-    if not SLUG_PATTERN.fullmatch(slug) or not directory.is_dir():
+    if not SLUG_PATTERN.fullmatch(slug) or not os.path.isdir(directory):
         return
     started = time.time()
-    record = RunRecord(
+    entry = RunRecord(
         run_id=new_run_id(started),
         result=RunResult.ERROR,
         start=runlog.utc_timestamp(started),
@@ -916,14 +1029,14 @@ def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
     )
     try:
         update_history(
-            directory, slug, lambda history: history.with_run(record, config.history_length)
+            directory, slug, lambda history: history.with_run(entry, config.history_length)
         )
     except RunError as error:
         _report(slug, str(error))
 
 
 # The job, --config, --jobs and --slow-start.
-_Arguments = tuple[str, Path | None, Path | None, bool]
+_Arguments = tuple[str, "str | None", "str | None", bool]
 
 
 def _parse_plain_arguments(argv: Sequence[str]) -> _Arguments | None:
@@ -959,13 +1072,7 @@ def _parse_plain_arguments(argv: Sequence[str]) -> _Arguments | None:
             job = argument
     if job is None:
         return None
-    config, jobs = values.get("--config"), values.get("--jobs")
-    return (
-        job,
-        None if config is None else Path(config),
-        None if jobs is None else Path(jobs),
-        slow_start,
-    )
+    return job, values.get("--config"), values.get("--jobs"), slow_start
 
 
 def _parse_arguments(argv: Sequence[str]) -> _Arguments:
@@ -978,8 +1085,8 @@ def _parse_arguments(argv: Sequence[str]) -> _Arguments:
         prog="pcsystemd run-job",
         description="Run a job once, as its unit does: lock, log, timeout, history.",
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="global config file")
-    parser.add_argument("--jobs", type=Path, metavar="DIR", help="job directory")
+    parser.add_argument("--config", metavar="FILE", help="global config file")
+    parser.add_argument("--jobs", metavar="DIR", help="job directory")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument(
         "--slow-start", action="store_true", help="run the job's slow_start_command instead"
@@ -992,17 +1099,38 @@ def _parse_arguments(argv: Sequence[str]) -> _Arguments:
 def main(argv: Sequence[str]) -> int:
     """`pcsystemd run-job [--config FILE] [--jobs DIR] [--slow-start] JOB` (argv after run-job)."""
     slug, config_path, job_directory, slow_start = _parse_arguments(argv)
+    spec = runspec.from_environment()
+    origin = SPEC_FROM_UNIT
+    if spec is None or spec.slug != slug:
+        # No spec from the unit (a run by hand), or the job file or the global config changed
+        # since the unit was made (or another version made it): read them the compiler's way.
+        origin = SPEC_STALE if os.environ.get(runspec.SPEC_VARIABLE) else SPEC_READ
+        loaded = _load_spec(slug, config_path, job_directory)
+        if isinstance(loaded, int):
+            return loaded
+        spec = loaded
+    # Start-up is over: what it made lives until the process ends. Keep the collector (which
+    # `pcsystemd run-job` pauses for start-up, in cli) from walking those objects in the run.
+    gc.freeze()
+    gc.enable()
+    return run_spec(spec, slow_start=slow_start, die_by_signal=True, origin=origin)
+
+
+def _load_spec(slug: str, config_path: str | None, job_directory: str | None) -> RunSpec | int:
+    """The spec from the job file and the global config, or the exit status of a failure."""
+    from dataclasses import replace
+    from pathlib import Path
 
     from pcsystemd.config import load_global_config
     from pcsystemd.jobfile import load_job
 
     try:
-        config = load_global_config(config_path)
+        config = load_global_config(None if config_path is None else Path(config_path))
     except ConfigError as error:
         _report(slug, f"the global configuration is invalid:\n{error}")
         return error.exit_code
     if job_directory is not None:
-        config = replace(config, job_directory=job_directory.absolute())
+        config = replace(config, job_directory=Path(job_directory).absolute())
     try:
         job = load_job(config, slug)
     except PcsystemdError as error:
@@ -1012,11 +1140,7 @@ def main(argv: Sequence[str]) -> int:
         _report(slug, message)
         _record_unloadable(config, slug, message)
         return EXIT_ERROR
-    # Start-up is over: what it made lives until the process ends. Keep the collector (which
-    # `pcsystemd run-job` pauses for start-up, in cli) from walking those objects in the run.
-    gc.freeze()
-    gc.enable()
-    return run_job(job, config, slow_start=slow_start, die_by_signal=True)
+    return runspec.compile_spec(job, config)
 
 
 if __name__ == "__main__":

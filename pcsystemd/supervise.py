@@ -22,46 +22,36 @@ never hangs on a pipe, and no process of the job outlives the run (and its lock)
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
 import select
 import signal
 import time
-from collections.abc import Callable
-from types import FrameType
 
 from pcsystemd.history import proc_stat_fields, process_start_ticks
 from pcsystemd.journal import PRIORITY_NOTICE
-from pcsystemd.model import RunResult
 from pcsystemd.runlog import STDERR, STDOUT, RunOutput
+from pcsystemd.vocabulary import RunResult
 
-# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
-# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+# The runtime shim reaches this module at every job run: typing, contextlib and functools
+# would each cost its start-up time, so they are not used here. mypy knows this spelling.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any
+    from collections.abc import Callable
+    from types import FrameType
+    from typing import Any
 
 # After the final SIGKILL, how long to collect what is still in the pipes.
 FINAL_DRAIN_SECONDS = 1.0
 # A read takes what the pipe holds, up to all of it: fewer wake-ups than smaller reads (256
-# and 512 KiB were slower), and with _reuse_freed_memory the size of the buffers costs nothing.
+# and 512 KiB were slower), and with runlog.reuse_freed_memory their size costs nothing.
 CHUNK_SIZE = 1 << 20
 _PIPE_SIZE = 1 << 20
 # Children are reaped on SIGCHLD; at the latest this long after the last reap, as a backstop.
 _REAP_FALLBACK_SECONDS = 1.0
 _PR_SET_CHILD_SUBREAPER = 36
-# mallopt(3) parameters.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-# A chunk and its framed copy (1.2 MiB for 100-byte lines) stay well below this; only a chunk
-# of almost nothing but newlines frames to more, and is mapped and unmapped as before.
-_MMAP_THRESHOLD = 8 << 20
-# Free memory the heap may keep rather than hand back: more than the chunks in flight need.
-_TRIM_THRESHOLD = 64 << 20
-
-# A note for the log file, and for the journal at the given priority (None: log file only).
-Note = Callable[[str, "int | None"], None]
+if TYPE_CHECKING:
+    # A note for the log file, and for the journal at the given priority (None: log only).
+    Note = Callable[[str, int | None], None]
 
 
 def become_subreaper() -> bool:
@@ -73,26 +63,6 @@ def become_subreaper() -> bool:
         return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
-
-
-@functools.cache  # once per process, not at every attempt of a run
-def _reuse_freed_memory() -> None:
-    """Make glibc's malloc keep the memory of freed chunks of output for the next ones.
-
-    By default a chunk (and its framed copy) either gets fresh pages from mmap, or comes from
-    a heap that free() trims back as soon as more than about two chunks lie free at its top:
-    either way every chunk's pages were faulted in and zeroed again, a sixth to a third of
-    the reading thread's time. With fixed thresholds the few chunks in flight are recycled in
-    the heap; memory stays flat (bounded by the chunks in flight, not by the output).
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
 
 
 def _children(pid: int) -> list[int]:
@@ -179,9 +149,11 @@ class Signals:
         pass
 
     def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
+        try:
             while os.read(self.read_fd, 4096):
                 pass
+        except BlockingIOError:
+            pass  # empty
 
     def wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early for any signal."""
@@ -221,19 +193,19 @@ class Supervisor:
     def supervise(
         self,
         pid: int,
-        stdout: IO[bytes],
-        stderr: IO[bytes],
+        stdout: int,
+        stderr: int,
         *,
         timeout_at: float | None,
         stop_result: Callable[[], RunResult],
     ) -> tuple[int, RunResult | None]:
         """Copy output until the command and its pipes are done; end it on timeout or stop.
 
-        Returns the main process's wait status and, when the shim ended the command, why
-        (`stop_result()` decides between timeout and stopped for a stop signal).
+        `stdout` and `stderr` are the read ends of the command's pipes (the caller closes
+        them). Returns the main process's wait status and, when the shim ended the command,
+        why (`stop_result()` decides between timeout and stopped for a stop signal).
         """
         self.main_pid, self.main_status = pid, None
-        _reuse_freed_memory()
         self.output.start_writer()
         try:
             return self._supervise(
@@ -245,13 +217,13 @@ class Supervisor:
     def _supervise(
         self,
         pid: int,
-        stdout: IO[bytes],
-        stderr: IO[bytes],
+        stdout: int,
+        stderr: int,
         *,
         timeout_at: float | None,
         stop_result: Callable[[], RunResult],
     ) -> tuple[int, RunResult | None]:
-        streams = {stdout.fileno(): STDOUT, stderr.fileno(): STDERR}
+        streams = {stdout: STDOUT, stderr: STDERR}
         poller = select.poll()
         for fd in streams:
             _enlarge_pipe(fd)
@@ -364,13 +336,17 @@ class Supervisor:
         if self.main_status is None and self.main_pid is not None:
             # Its process group id is its pid (start_new_session); while it is unreaped the
             # id cannot have been reused.
-            with contextlib.suppress(OSError):
+            try:
                 os.killpg(self.main_pid, number)
+            except OSError:
+                pass  # the group is gone already
         for pid in descendants(os.getpid()):
-            with contextlib.suppress(OSError):
+            try:
                 os.kill(pid, number)
                 if number == signal.SIGTERM:
                     os.kill(pid, signal.SIGCONT)  # a stopped process must wake up to die
+            except OSError:
+                pass  # exited meanwhile
 
     def kill_tree(self) -> None:
         """SIGKILL everything below us until nothing is left (processes may still be forking)."""
@@ -402,5 +378,7 @@ def _enlarge_pipe(fd: int) -> None:
     # Fewer, larger reads: the pipe's default 64 KiB would cost a wake-up per 64 KiB.
     import fcntl
 
-    with contextlib.suppress(OSError):
+    try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size for this user: the default size works too

@@ -236,3 +236,18 @@ def process_alive(pid: int) -> bool:
 def terminate(process: subprocess.Popen[bytes], number: int = signal.SIGTERM) -> None:
     if process.poll() is None:
         process.send_signal(number)
+
+
+def write_yaml_setup(tmp_path: Path, job_text: str | None) -> Path:
+    """A global config and (unless None) a job file `quick.yaml`; returns the config path."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    if job_text is not None:
+        (jobs / "quick.yaml").write_text(job_text)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        f"job_directory: {jobs}\nlog_directory: {tmp_path / 'log'}\n"
+        f"state_directory: {tmp_path / 'state'}\nlock_directory: {tmp_path / 'locks'}\n"
+        "allowed_users: [root]\nallow_root: true\n"
+    )
+    return config_file

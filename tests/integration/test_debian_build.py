@@ -146,14 +146,15 @@ def test_every_lintian_override_has_a_written_reason() -> None:
 
 def test_installs_the_entry_points_and_generator(deb: Path, unpacked: Path) -> None:
     paths = package_paths(deb)
-    for path, module in (
-        ("/usr/bin/pcsystemd", "pcsystemd.cli"),
-        ("/usr/lib/systemd/system-generators/pcsystemd-generator", "pcsystemd.generator"),
+    for path, module, options in (
+        # -S as well for the command every job run starts (packaging/pcsystemd-entry-point)
+        ("/usr/bin/pcsystemd", "pcsystemd.cli", "-IS"),
+        ("/usr/lib/systemd/system-generators/pcsystemd-generator", "pcsystemd.generator", "-I"),
     ):
         assert paths[path].startswith("-rwxr-xr-x root/root"), (path, paths[path])
         script = (unpacked / path.lstrip("/")).read_text()
         # isolated: a job's PYTHONPATH (its Environment=) must not reach pcsystemd's imports
-        assert script.startswith("#!/usr/bin/python3 -I\n"), script
+        assert script.startswith(f"#!/usr/bin/python3 {options}\n"), script
         assert f"from {module} import main" in script, script
     assert "/usr/bin/pcsystemd-generator" not in paths
 

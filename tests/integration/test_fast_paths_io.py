@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shim_helpers import write_yaml_setup
 
 from pcsystemd.config import load_global_config
 from pcsystemd.errors import ConfigError
@@ -27,16 +28,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jobs run as root"
 
 
 def shim_setup(tmp_path: Path, command: str) -> Path:
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "quick.yaml").write_text(f"name: Quick\ncommand: {command}\nuser: root\n")
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(
-        f"job_directory: {jobs}\nlog_directory: {tmp_path / 'log'}\n"
-        f"state_directory: {tmp_path / 'state'}\nlock_directory: {tmp_path / 'locks'}\n"
-        "allowed_users: [root]\nallow_root: true\n"
-    )
-    return config_file
+    return write_yaml_setup(tmp_path, f"name: Quick\ncommand: {command}\nuser: root\n")
 
 
 def run_as_console_script(config_file: Path) -> subprocess.CompletedProcess[str]:

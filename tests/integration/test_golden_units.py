@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pcsystemd import runspec
 from pcsystemd.config import load_global_config
 from pcsystemd.jobfile import load_jobs
 from pcsystemd.model import GlobalConfig
@@ -49,7 +50,15 @@ def render_case(name: str, tmp_path: Path, shim_path: str) -> dict[str, str]:
         source_path=CANONICAL_CONFIG if config_file.exists() else None,
     )
     job = replace(jobs[0], source_path=CANONICAL_JOBS / f"{name}.yaml")
-    return render_all([job], canonical)
+    # The run spec fingerprints the files at the canonical paths: read them from where they are.
+    sources = {
+        str(job.source_path): str(jobs_directory / f"{name}.yaml"),
+        str(CANONICAL_CONFIG): str(config_file if config_file.exists() else tmp_path / "none"),
+    }
+    real_fingerprint = runspec.fingerprint
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runspec, "fingerprint", lambda path: real_fingerprint(sources[path]))
+        return render_all([job], canonical)
 
 
 @pytest.mark.parametrize("name", GOLDEN_CASES)

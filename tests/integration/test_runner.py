@@ -20,6 +20,7 @@ from shim_helpers import (
     only_log,
     run_shim,
     shell,
+    write_yaml_setup,
 )
 
 from pcsystemd import locking, runner
@@ -300,10 +301,10 @@ def test_slow_start_request_is_honoured_once(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     job = make_job([["echo", "normal"]], slow_start_commands=[["echo", "slow"]])
     request_id = runner.request_slow_start(config, "demo")
-    path = runner.slow_start_request_path(config, "demo")
+    path = Path(runner.slow_start_request_path(config.lock_directory, "demo"))
     assert path.parent == config.lock_directory.parent / "slow-start"
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert runner.pending_slow_start(config, "demo") == request_id
+    assert runner.pending_slow_start(str(config.lock_directory), "demo") == request_id
 
     assert run_shim(job, config, work=tmp_path).returncode == 0
     assert last_run(config)["slow_start"] is True
@@ -337,13 +338,13 @@ def test_stale_or_forged_slow_start_request_is_ignored(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     job = make_job([["echo", "normal"]], slow_start_commands=[["echo", "slow"]])
     runner.request_slow_start(config, "demo")
-    path = runner.slow_start_request_path(config, "demo")
+    path = Path(runner.slow_start_request_path(config.lock_directory, "demo"))
     created = time.time() - runner.SLOW_START_REQUEST_TTL_SECONDS - 10
     path.write_text(f'{{"id": "old", "created": {created}}}\n')
-    assert runner.pending_slow_start(config, "demo") is None
+    assert runner.pending_slow_start(str(config.lock_directory), "demo") is None
     path.write_text(f'{{"id": "forged", "created": {time.time()}}}\n')
     os.chown(path, 65534, 65534)
-    assert runner.pending_slow_start(config, "demo") is None
+    assert runner.pending_slow_start(str(config.lock_directory), "demo") is None
     assert run_shim(job, config, work=tmp_path).returncode == 0
     assert last_run(config)["slow_start"] is False
 
@@ -365,21 +366,6 @@ def test_startup_path_imports_no_heavy_modules() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
-
-
-def write_yaml_setup(tmp_path: Path, job_text: str | None) -> Path:
-    """A global config and (unless None) a job file `quick.yaml`; returns the config path."""
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    if job_text is not None:
-        (jobs / "quick.yaml").write_text(job_text)
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(
-        f"job_directory: {jobs}\nlog_directory: {tmp_path / 'log'}\n"
-        f"state_directory: {tmp_path / 'state'}\nlock_directory: {tmp_path / 'locks'}\n"
-        "allowed_users: [root]\nallow_root: true\n"
-    )
-    return config_file
 
 
 def run_cli(arguments: list[str], prologue: str = "") -> subprocess.CompletedProcess[str]:

@@ -48,7 +48,7 @@ process = subprocess.Popen(
 waitpid_calls = 0
 started = time.monotonic()
 status, reason = supervisor.supervise(
-    process.pid, process.stdout, process.stderr,
+    process.pid, process.stdout.fileno(), process.stderr.fileno(),
     timeout_at=None, stop_result=lambda: RunResult.STOPPED,
 )
 elapsed = time.monotonic() - started

@@ -334,7 +334,9 @@ class Sandbox:
             shutil.copytree(repository / "templates", package / "templates", ignore=ignore)
             self.exec(["rm", "-rf", PACKAGE_DIR])
             self.cp(package, f"{DIST_PACKAGES}/")
-        self.write_file(SHIM, ENTRY_POINT.format(module="cli"), mode=0o755)
+        # The package's own /usr/bin/pcsystemd (python3 -IS), as the Debian build installs it.
+        entry_point = repository / "packaging" / "pcsystemd-entry-point"
+        self.write_file(SHIM, entry_point.read_text(), mode=0o755)
         self.write_file(GENERATOR, ENTRY_POINT.format(module="generator"), mode=0o755)
         debian = repository / "packaging" / "debian"
         self.cp(debian / "pcsystemd.sysusers", SYSUSERS)

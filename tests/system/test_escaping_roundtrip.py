@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pcsystemd import escape
+from pcsystemd import escape, runspec
 from pcsystemd.model import GlobalConfig, Job, Mode
 from pcsystemd.render import render_all, unit_settings
 from pcsystemd.schema import build_job
@@ -185,9 +185,26 @@ def _assert_unit_reads_back(sandbox: Sandbox, job: Job, config: GlobalConfig) ->
     assert _show(sandbox, service, "Description") == expected_description
     assert _busctl(sandbox, service, "Unit", "Description") == expected_description
     assert _busctl(sandbox, service, "Unit", "SourcePath") == str(job.source_path)
-    assert _busctl(sandbox, service, "Service", "Environment") == [
+    environment = _busctl(sandbox, service, "Service", "Environment")
+    spec_prefix = f"{runspec.SPEC_VARIABLE}="
+    specs = [
+        entry.removeprefix(spec_prefix) for entry in environment if entry.startswith(spec_prefix)
+    ]
+    assert [entry for entry in environment if not entry.startswith(spec_prefix)] == [
         f"{name}={value}" for name, value in job.environment
     ]
+    # The run spec (JSON in one Environment= word) reads back as the shim will decode it.
+    for text in specs:
+        spec = runspec.decode(text)
+        assert (spec.name, spec.environment, spec.commands) == (
+            job.name,
+            job.environment,
+            job.commands,
+        )
+        assert (spec.working_directory, spec.job_file) == (
+            job.working_directory,
+            str(job.source_path),
+        )
     # systemd shows the `-` prefix (a missing directory is no error) as `!`.
     unit_file = sandbox.exec(["systemctl", "cat", service]).stdout
     prefix = "!" if "\nWorkingDirectory=-/" in unit_file else ""

@@ -93,7 +93,9 @@ def test_apply_twice_is_idempotent_and_check_tells_the_truth(box: Sandbox) -> No
     write_job(box, "yak", 'name: Yak\ncommand: /bin/true\nschedule: "45 6 * * *"\n')
     check = pcsystemd(box, "apply", "--check", check=False)
     assert check.returncode == 3
+    # The service changes too: its run spec carries the job file's fingerprint.
     assert steps(check.stdout) == [
+        ("change", f"{ETC}/pcsystemd-yak.service"),
         ("change", f"{ETC}/pcsystemd-yak.timer"),
         ("reload", "systemd"),
         ("restart", "pcsystemd-yak.timer"),

@@ -208,3 +208,35 @@ def test_kill_9_of_the_shim_frees_the_lock_for_the_next_run(clean_sandbox: Sandb
     )
     assert start_and_wait(box, "sibling") == 0
     assert last_run(box, "sibling")["result"] == "success"
+
+
+def test_the_unit_passes_the_compiled_job_and_an_edit_is_still_noticed(
+    clean_sandbox: Sandbox,
+) -> None:
+    """$PCSYSTEMD_RUN_SPEC survives systemd's unquoting (quotes, %, $ and backslashes) and the
+    shim runs from it; a job file edited without regenerating the units is read again."""
+    box = clean_sandbox
+    command = '/bin/sh -c \'printf "%s|" "$0" "$GREETING"\' \'a "b" 100% $HOME c:\\temp\''
+    write_job(
+        box,
+        "compiled",
+        f"name: Compiled\ncommand: {json.dumps(command)}\n"
+        "environment:\n  GREETING: 'say \"hi\" 50% $USER \\ end'\n",
+    )
+    pcsystemd(box, "reload")
+    cursor = journal_cursor(box)
+    assert start_and_wait(box, "compiled") == 0
+    log = run_log(box, "compiled")
+    assert "# job file: /etc/pcsystemd/jobs/compiled.yaml (as compiled into the unit)\n" in log
+    assert '[stdout] a "b" 100% $HOME c:\\temp|say "hi" 50% $USER \\ end|' in log
+    journal = journal_of(box, "compiled", after=cursor)
+    assert "PCSYSTEMD_RUN_SPEC" not in journal
+
+    write_job(box, "compiled", "name: Compiled\ncommand: /bin/echo edited\n")
+    box.exec(["sh", "-c", "rm /var/log/pcsystemd/compiled/*.log"])
+    cursor = journal_cursor(box)
+    assert start_and_wait(box, "compiled") == 0
+    log = run_log(box, "compiled")
+    assert "[stdout] edited\n" in log
+    assert "(read again: it or the global config changed since the unit was generated)" in log
+    assert "regenerate the units (pcsystemd reload)" in journal_of(box, "compiled", after=cursor)

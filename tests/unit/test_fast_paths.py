@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import re
 import time
 from pathlib import Path, PurePosixPath
 
@@ -18,17 +19,17 @@ from hypothesis import strategies as st
 
 from pcsystemd import runner
 from pcsystemd.render import _child, _managed_directory
-from pcsystemd.runlog import _stamp_to_epoch
+from pcsystemd.runlog import _stamp_to_epoch, parse_log_file_name
 from pcsystemd.schedule import ScheduleError, compile_schedule
 
 # --- `pcsystemd run-job` arguments -----------------------------------------------------------
 
 
-def argparse_reading(argv: list[str]) -> tuple[str, Path | None, Path | None, bool] | str:
+def argparse_reading(argv: list[str]) -> tuple[str, str | None, str | None, bool] | str:
     """What the shim's argparse parser makes of argv; "error" when it refuses it."""
     parser = argparse.ArgumentParser(prog="pcsystemd run-job", exit_on_error=False)
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--jobs", type=Path)
+    parser.add_argument("--config")
+    parser.add_argument("--jobs")
     parser.add_argument("--slow-start", action="store_true")
     parser.add_argument("job")
     try:
@@ -112,6 +113,34 @@ def test_stamp_to_epoch_agrees_with_strptime(parts: tuple[int, ...]) -> None:
     year, month, day, hour, minute, second = parts
     stamp = f"{year:04d}{month:02d}{day:02d}-{hour:02d}{minute:02d}{second:02d}"
     assert _stamp_to_epoch(stamp) == strptime_epoch(stamp)
+
+
+def regex_reading(slug: str, name: str) -> tuple[str, int] | None:
+    """What the former parser, a regular expression, makes of a name (ASCII digits only:
+    the names create_log_file makes)."""
+    match = re.fullmatch(re.escape(slug) + r"-(\d{8}-\d{6})(?:-(\d+))?\.log", name, re.ASCII)
+    return None if match is None else (match[1], int(match[2] or 0))
+
+
+@given(
+    st.sampled_from(["demo", "a", "a-b", "x.y"]),
+    st.lists(
+        st.sampled_from(["demo", "a", "-", "b", "2", "0", "9", ".log", ".", "x"]), max_size=12
+    ),
+)
+@example("demo", ["demo", "-", "2025", "0131", "-", "1200", "00", ".log"])
+@example("demo", ["demo", "-", "2025", "0131", "-", "1200", "00", "-", "12", ".log"])
+@example("a", ["a", "-", "b", "-", "2025", "0131", "-", "1200", "00", ".log"])
+def test_log_file_names_are_read_as_the_regular_expression_did(
+    slug: str, pieces: list[str]
+) -> None:
+    name = "".join(pieces)
+    assert parse_log_file_name(slug, name) == regex_reading(slug, name)
+
+
+def test_log_file_names_with_non_ascii_digits_are_not_ours() -> None:
+    assert parse_log_file_name("demo", "demo-２０２５0131-120000.log") is None
+    assert parse_log_file_name("demo", "demo-20250131-120000.log") == ("20250131-120000", 0)
 
 
 # --- schedules -------------------------------------------------------------------------------

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import job_factory
 import pytest
 
 from pcsystemd.history import History, JobStatus, RunRecord, Trip, finish_run
 from pcsystemd.model import Hardening, Job, Overlap, RunResult
+from pcsystemd.record import replace
 
 
 def job(**overrides: object) -> Job:
@@ -94,7 +93,7 @@ def test_with_run_replaces_the_same_run_and_trims() -> None:
     for number in range(5):
         history = history.with_run(record(number, RunResult.SUCCESS), keep=3)
     assert [run.run_id for run in history.runs] == ["r2", "r3", "r4"]
-    running = dataclasses.replace(record(4, RunResult.RUNNING), end=None)
+    running = replace(record(4, RunResult.RUNNING), end=None)
     history = history.with_run(running, keep=3)
     assert [run.run_id for run in history.runs] == ["r2", "r3", "r4"]
     assert history.run("r4") == running
@@ -107,8 +106,8 @@ def test_json_round_trip() -> None:
     history = History(
         "demo",
         runs=(
-            dataclasses.replace(record(1, RunResult.FAILED, 3), log_file="/x.log", attempts=2),
-            dataclasses.replace(record(2, RunResult.FAILED), signal="SIGKILL", pid=5, pid_start=9),
+            replace(record(1, RunResult.FAILED, 3), log_file="/x.log", attempts=2),
+            replace(record(2, RunResult.FAILED), signal="SIGKILL", pid=5, pid_start=9),
         ),
         consecutive_failures=2,
         tripped=Trip(at="t", reason="why", run_id="r2"),

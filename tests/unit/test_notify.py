@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from pcsystemd.model import (
     RunResult,
 )
 from pcsystemd.notify import DeliveryError, Event
+from pcsystemd.record import replace
 from pcsystemd.systemd import UnitState
 
 
