@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from pcsystemd import schema
+from pcsystemd import model, schema
 from pcsystemd.errors import ConfigError, GlobalConfigError
 from pcsystemd.model import GlobalConfig, Mode
 from pcsystemd.schema import (
@@ -41,7 +41,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_CONFIG_PATH = Path(schema.DEFAULT_CONFIG_NAME)
+DEFAULT_CONFIG_PATH = Path(model.DEFAULT_CONFIG_PATH)
 CONFIG_ENVIRONMENT_VARIABLE = "PCSYSTEMD_CONFIG"
 _HOST_PATTERN = re.compile(r"[A-Za-z0-9._:\[\]-]+")
 

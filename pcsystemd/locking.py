@@ -43,8 +43,13 @@ _POLL_MAX = 0.5
 
 
 def lock_file_path(config: GlobalConfig, lock_group: str) -> str:
-    """The lock file of a lock group (runspec.RunSpec.lock_file() says the same)."""
-    return os.path.join(config.lock_directory, f"{lock_group}.lock")
+    """The lock file of a lock group."""
+    return lock_file_in(config.lock_directory, lock_group)
+
+
+def lock_file_in(lock_directory: str | os.PathLike[str], lock_group: str) -> str:
+    """The lock file of a lock group in a lock directory (the shim has no GlobalConfig)."""
+    return os.path.join(lock_directory, f"{lock_group}.lock")
 
 
 def open_lock(path: str | os.PathLike[str], *, inherited_fd: int = 0) -> int:

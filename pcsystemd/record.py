@@ -151,15 +151,7 @@ def fields(obj_or_class: object) -> tuple[str, ...]:
 
 
 def replace(obj: T, /, **changes: Any) -> T:
-    """A copy of the record `obj` with some fields changed (like dataclasses.replace).
-
-    A dataclass instance is handed to dataclasses.replace, so that code (and tests) holding
-    both kinds of frozen values need one `replace`.
-    """
-    if not isinstance(obj, type) and hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    """A copy of the record `obj` with some fields changed (like dataclasses.replace)."""
     if isinstance(obj, type) or not hasattr(obj, "__record_fields__"):
         raise TypeError("replace() should be called on record instances")
     for name in fields(obj):

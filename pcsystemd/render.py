@@ -130,10 +130,23 @@ def _managed_directory(directory: Path, base: str, slug: str) -> str | None:
 
 
 def unit_settings(job: Job, config: GlobalConfig) -> UnitSettings:
-    return _unit_settings(job, config, shim_command(config, "run-job"))
+    return _unit_settings(job, config, _PerConfig.of(config))
 
 
-def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> UnitSettings:
+@dataclass(frozen=True)
+class _PerConfig:
+    """What every job's units take from the global config, worked out once per rendering."""
+
+    run_job: tuple[str, ...]  # ExecStart='s command before the slug
+    config_fingerprint: str  # for the run spec (runspec.fingerprint of the config file)
+
+    @classmethod
+    def of(cls, config: GlobalConfig) -> _PerConfig:
+        config_file = runspec.config_file_of(config)
+        return cls(shim_command(config, "run-job"), runspec.fingerprint(config_file) or "")
+
+
+def _unit_settings(job: Job, config: GlobalConfig, per_config: _PerConfig) -> UnitSettings:
     logs = _managed_directory(config.log_directory, "/var/log", job.slug)
     state = _managed_directory(config.state_directory, "/var/lib", job.slug)
     writable = list(job.read_write_paths)
@@ -144,7 +157,7 @@ def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> 
     if state is None:
         writable.append(str(config.state_directory))
     return UnitSettings(
-        exec_start=(*run_job, job.slug),
+        exec_start=(*per_config.run_job, job.slug),
         lock_file=_child(config.lock_directory, f"{job.lock_group}.lock"),
         lock_unit=lock_unit_name(job.lock_group),
         logs_directory=logs,
@@ -154,7 +167,7 @@ def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> 
         stop_timeout_seconds=KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS,
         tag_targets=tuple(tag_target_name(tag) for tag in job.tags),
         notify_unit=f"{UNIT_PREFIX}notify@{job.slug}.service",
-        run_spec=runspec.encode(runspec.compile_spec(job, config)),
+        run_spec=runspec.encode(runspec.compile_spec(job, config, per_config.config_fingerprint)),
     )
 
 
@@ -207,11 +220,11 @@ def _render(config: GlobalConfig, template_name: str, **context: object) -> str:
 
 def render_job(job: Job, config: GlobalConfig) -> dict[str, str]:
     """The job's service unit and, when it is scheduled and enabled, its timer."""
-    return _render_job(job, config, shim_command(config, "run-job"))
+    return _render_job(job, config, _PerConfig.of(config))
 
 
-def _render_job(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> dict[str, str]:
-    unit = _unit_settings(job, config, run_job)
+def _render_job(job: Job, config: GlobalConfig, per_config: _PerConfig) -> dict[str, str]:
+    unit = _unit_settings(job, config, per_config)
     context = {"job": job, "unit": unit, "source": str(job.source_path)}
     files = {job.service_name: _render(config, "job.service.j2", **context)}
     if job.scheduled:
@@ -238,10 +251,10 @@ def render_all(
     jobs = sorted(jobs, key=lambda job: job.slug)
     files: dict[str, str] = {}
     timers_by_tag: dict[str, list[str]] = {}
-    run_job = shim_command(config, "run-job")  # the same for every job: looked up once
+    per_config = _PerConfig.of(config)  # the same for every job: worked out once
     for job in jobs:
         try:
-            files.update(_render_job(job, config, run_job))
+            files.update(_render_job(job, config, per_config))
         except RenderError as error:
             if problems is None:
                 raise

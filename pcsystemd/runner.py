@@ -371,7 +371,7 @@ class _Run:
                 "the job file or the global config changed since this unit was generated: "
                 "running the job as the file says now; regenerate the units (pcsystemd reload)",
             )
-        lock_path = self.spec.lock_file()
+        lock_path = locking.lock_file_in(self.spec.lock_directory, self.spec.lock_group)
         try:
             fd = locking.open_lock(lock_path) if lock_fd is None else lock_fd
         except RunError as refused:

@@ -102,9 +102,6 @@ class RunSpec:
     def job_state_directory(self) -> str:
         return os.path.join(self.state_directory, self.slug)
 
-    def lock_file(self) -> str:
-        return os.path.join(self.lock_directory, f"{self.lock_group}.lock")
-
 
 def fingerprint(path: str) -> str | None:
     """The size and CRC-32 of a file's content, `ABSENT` when there is no such file, and
@@ -129,10 +126,21 @@ def fingerprint(path: str) -> str | None:
     return f"{len(data)}:{zlib.crc32(data):08x}"
 
 
-def compile_spec(job: Job, config: GlobalConfig) -> RunSpec:
-    """The spec of a validated job under a global config (the compiler's side)."""
-    # No config file means all defaults; a config file that appears later must be noticed.
-    config_file = str(config.source_path or DEFAULT_CONFIG_PATH)
+def config_file_of(config: GlobalConfig) -> str:
+    """The global config file a spec depends on: the one read, else the default path (no file
+    means all defaults, and a config file that appears later must be noticed)."""
+    return str(config.source_path or DEFAULT_CONFIG_PATH)
+
+
+def compile_spec(job: Job, config: GlobalConfig, config_fingerprint: str | None = None) -> RunSpec:
+    """The spec of a validated job under a global config (the compiler's side).
+
+    `config_fingerprint`: fingerprint(config_file_of(config)) when the caller compiles many
+    jobs under one config and has read it once already.
+    """
+    config_file = config_file_of(config)
+    if config_fingerprint is None:
+        config_fingerprint = fingerprint(config_file) or ""
     return RunSpec(
         slug=job.slug,
         name=job.name,
@@ -163,7 +171,7 @@ def compile_spec(job: Job, config: GlobalConfig) -> RunSpec:
         job_file=str(job.source_path),
         job_fingerprint=fingerprint(str(job.source_path)) or "",
         config_file=config_file,
-        config_fingerprint=fingerprint(config_file) or "",
+        config_fingerprint=config_fingerprint,
     )
 
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from pcsystemd.errors import Diagnostic
 from pcsystemd.model import (
+    DEFAULT_CONFIG_PATH,
     Failmail,
     GlobalConfig,
     Hardening,
@@ -37,7 +38,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-DEFAULT_CONFIG_NAME = "/etc/pcsystemd/pcsystemd.yaml"
 
 SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 SLUG_RULE = (
@@ -205,7 +205,7 @@ def check_text(ck: Checker, text: str, mark: Mark, label: str, allowed: str = ""
 
 
 def config_name(config: GlobalConfig) -> str:
-    return str(config.source_path) if config.source_path else DEFAULT_CONFIG_NAME
+    return str(config.source_path) if config.source_path else DEFAULT_CONFIG_PATH
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1095,7 +1095,7 @@ def merge_defaults(defaults: Mapping[str, Any], job: MarkedMap) -> MarkedMap:
     Lists are replaced, not appended. A null in the job removes an inherited value. Positions
     stay where each value was written, so an error in a default points into the global config.
     """
-    base = as_marked(defaults, DEFAULT_CONFIG_NAME)
+    base = as_marked(defaults, DEFAULT_CONFIG_PATH)
     result = MarkedMap(job.mark)
     for key in base:
         if key not in job:

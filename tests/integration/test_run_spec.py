@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from shim_helpers import write_yaml_setup
 
-from pcsystemd import runner, runspec
+from pcsystemd import locking, runner, runspec
 from pcsystemd.config import load_global_config
 from pcsystemd.jobfile import load_job
 from pcsystemd.record import replace
@@ -178,7 +178,9 @@ def test_a_spec_round_trips_and_says_what_it_was_compiled_from(tmp_path: Path) -
     assert spec.job_file == str(tmp_path / "jobs" / "quick.yaml")
     assert spec.config_file == str(config_file)
     assert runspec.is_current(spec)
-    assert spec.lock_file() == str(tmp_path / "locks" / "quick.lock")
+    assert locking.lock_file_in(spec.lock_directory, spec.lock_group) == str(
+        tmp_path / "locks" / "quick.lock"
+    )
     assert [spec.retry_delay_before(n) for n in (1, 2, 3)] == [
         job.retries.delay_before(n) for n in (1, 2, 3)
     ]

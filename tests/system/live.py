@@ -7,6 +7,7 @@ import subprocess
 from .harness import Sandbox
 
 JOBS = "/etc/pcsystemd/jobs"
+CONFIG = "/etc/pcsystemd/pcsystemd.yaml"
 
 
 def write_job(box: Sandbox, slug: str, text: str) -> None:

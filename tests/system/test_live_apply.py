@@ -9,6 +9,7 @@ import pytest
 
 from .harness import Sandbox, wait_until
 from .live import (
+    CONFIG,
     JOBS,
     expected_next,
     failed_units,
@@ -21,7 +22,6 @@ from .live import (
 
 pytestmark = pytest.mark.system
 
-CONFIG = "/etc/pcsystemd/pcsystemd.yaml"
 ETC = "/etc/systemd/system"
 
 

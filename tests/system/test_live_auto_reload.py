@@ -11,6 +11,7 @@ import pytest
 
 from .harness import Sandbox, wait_until
 from .live import (
+    CONFIG,
     JOBS,
     expected_next,
     failed_units,
@@ -23,7 +24,6 @@ from .live import (
 
 pytestmark = pytest.mark.system
 
-CONFIG = "/etc/pcsystemd/pcsystemd.yaml"
 WATCHER = "pcsystemd-reload.path"
 WATCHER_SERVICE = "pcsystemd-reload.service"
 # Each reload is a Python start, a daemon-reload and a few D-Bus calls: seconds, not minutes.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import calendar
 import re
+import shlex
 import time
 from pathlib import Path, PurePosixPath
 
@@ -136,6 +137,12 @@ def test_log_file_names_are_read_as_the_regular_expression_did(
 ) -> None:
     name = "".join(pieces)
     assert parse_log_file_name(slug, name) == regex_reading(slug, name)
+
+
+@given(st.lists(st.text(max_size=12), max_size=4))
+@example(["", "a b", "it's", "$HOME", "%n", "plain-word_1.2:3,4@5%6+7=8/9"])
+def test_shell_join_agrees_with_shlex(argv: list[str]) -> None:
+    assert runner.shell_join(argv) == shlex.join(argv)
 
 
 def test_log_file_names_with_non_ascii_digits_are_not_ours() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from pcsystemd.model import (
     RunResult,
 )
 from pcsystemd.notify import DeliveryError, Event
-from pcsystemd.record import replace
+from pcsystemd.record import replace as replace_record
 from pcsystemd.systemd import UnitState
 
 
@@ -35,7 +36,7 @@ def make_job(**changes: Any) -> Job:
 
 
 def run(number: int, result: RunResult, **changes: Any) -> RunRecord:
-    record = RunRecord(
+    entry = RunRecord(
         run_id=f"run-{number}",
         result=result,
         start=f"2025-01-31T12:0{number}:00.000Z",
@@ -46,8 +47,8 @@ def run(number: int, result: RunResult, **changes: Any) -> RunRecord:
         log_file=f"/var/log/pcsystemd/backup/backup-2025013112{number:02d}00.log",
     )
     if result is RunResult.SUCCESS:
-        record = replace(record, exit_status=0)
-    return replace(record, **changes)
+        entry = replace_record(entry, exit_status=0)
+    return replace_record(entry, **changes)
 
 
 def history(*runs: RunRecord, tripped: Trip | None = None) -> History:
