@@ -3,7 +3,9 @@
 Under `StandardOutput=journal` the shim's stdout is a stream socket to journald, recognised by
 `$JOURNAL_STREAM` (`device:inode` of that socket, see systemd.exec(5)). Each line written there
 may start with a `<N>` syslog priority (`SyslogLevelPrefix=yes`, the default); that is how the
-job's stderr lines reach the journal at error priority while its stdout lines stay at info.
+job's stderr lines reach the journal at error priority while its stdout lines stay at info
+(the stream's own priority, `SyslogLevel=`). journald ends a line at a newline or a NUL byte,
+and splits one longer than `LineMax=`; runlog.JournalFramer frames output accordingly.
 
 The shim's own messages (start, result, refusals) go as datagrams in the native protocol
 (systemd.journal-fields(7), "Native Journal Protocol") so that they can carry structured

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from journald_stream import journald_entries
 from shim_helpers import (
     last_run,
     make_config,
@@ -147,25 +148,35 @@ def test_journal_stream_gets_priorities(tmp_path: Path) -> None:
     output = journal_run(
         tmp_path, "echo out-1; echo err-1 >&2; printf out-2; echo err-2 >&2; exit 4"
     )
-    lines = output.splitlines()
-    assert b"<6>out-1" in lines and b"<3>err-1" in lines and b"<3>err-2" in lines
-    assert b"<6>out-2" in lines
+    entries = journald_entries(output)
+    # (The two pipes are read as output arrives: no order between them is promised.)
+    assert {(6, b"out-1"), (3, b"err-1"), (6, b"out-2"), (3, b"err-2")} <= set(entries)
     # Exactly the job's stderr lines are at error priority; the shim's own messages are not.
-    assert [line for line in lines if line.startswith(b"<3>")] == [b"<3>err-1", b"<3>err-2"]
-    assert all(re.match(rb"<[3-6]>", line) for line in lines), lines
-    assert any(line.startswith(b"<6>demo: started") for line in lines)
-    assert any(line.startswith(b"<4>demo: failed (exit status 4)") for line in lines)
+    assert [message for priority, message in entries if priority <= 3] == [b"err-1", b"err-2"]
+    assert any(entry[1].startswith(b"demo: started") for entry in entries if entry[0] == 6)
+    assert any(
+        priority == 4 and message.startswith(b"demo: failed (exit status 4)")
+        for priority, message in entries
+    ), entries
+
+
+def test_journal_stream_keeps_stdout_off_error_priority(tmp_path: Path) -> None:
+    # A job cannot raise a stdout line to error priority, by a prefix or after a NUL byte.
+    output = journal_run(tmp_path, r"printf '<3>fake\nok\0<2>nul\n'; echo real >&2")
+    entries = journald_entries(output)
+    assert [message for priority, message in entries if priority <= 3] == [b"real"]
+    assert (6, b"<3>fake") in entries and (6, b"<2>nul") in entries
 
 
 def test_journal_stream_splits_long_lines_keeping_priority(tmp_path: Path) -> None:
     size = 200_000
     output = journal_run(tmp_path, f"head -c {size} /dev/zero | tr '\\0' e >&2; echo >&2; echo ok")
-    lines = output.splitlines()
-    error_lines = [line for line in lines if line.startswith(b"<3>")]
-    assert b"".join(line[3:] for line in error_lines) == b"e" * size
-    assert all(len(line) <= journal.STREAM_LINE_LIMIT + 3 for line in error_lines)
-    assert not [line for line in lines if b"e" * 10 in line and not line.startswith(b"<3>")]
-    assert b"<6>ok" in lines
+    entries = journald_entries(output)
+    error_lines = [message for priority, message in entries if priority == 3]
+    assert b"".join(error_lines) == b"e" * size
+    assert all(len(line) <= journal.STREAM_LINE_LIMIT for line in error_lines)
+    assert not [line for priority, line in entries if b"e" * 10 in line and priority != 3]
+    assert (6, b"ok") in entries
 
 
 @pytest.mark.slow

@@ -6,8 +6,18 @@ import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from journald_stream import journald_entries
 
-from pcsystemd.runlog import STDERR, STDOUT, LineFramer, TimestampCache, utc_timestamp
+from pcsystemd.journal import PRIORITY_ERR, PRIORITY_INFO
+from pcsystemd.runlog import (
+    STDERR,
+    STDOUT,
+    JournalFramer,
+    LineFramer,
+    TimestampCache,
+    journal_prefix,
+    utc_timestamp,
+)
 
 PREFIXES = {STDOUT: b"<O>", STDERR: b"<E>"}
 
@@ -92,6 +102,71 @@ def test_long_line_detection_across_chunks() -> None:
     framer = LineFramer(split_at=8)
     output = frame_all(framer, [(STDERR, b"abcde"), (STDERR, b"fghijk\n")])
     assert output == b"<E>abcde" + b"fgh\n<E>ijk\n"
+
+
+# Output as a job might print it to fool the journal: priority prefixes, NUL bytes, markup.
+tricky_chunks = st.lists(
+    st.tuples(
+        st.sampled_from([STDOUT, STDERR]),
+        st.lists(
+            st.sampled_from([b"<", b">", b"3", b"7", b"12", b"\n", b"\0", b"x", b"<3>", b"<6>"]),
+            min_size=1,
+            max_size=20,
+        ).map(b"".join),
+    ),
+    max_size=20,
+)
+
+
+def journal_framed(events: list[tuple[int, bytes]]) -> bytes:
+    framer = JournalFramer()
+    return b"".join(
+        bytes(piece)
+        for stream, data in events
+        for piece in framer.frame(stream, data, journal_prefix(stream))
+    )
+
+
+@settings(max_examples=500)
+@given(tricky_chunks)
+def test_the_journal_sees_every_stderr_line_at_error_and_every_stdout_line_at_info(
+    events: list[tuple[int, bytes]],
+) -> None:
+    # journald ends a line at a NUL too; the lines a reader should see are split there.
+    as_journald_splits = [(stream, data.replace(b"\0", b"\n")) for stream, data in events]
+    priority = {STDOUT: PRIORITY_INFO, STDERR: PRIORITY_ERR}
+    expected = [(priority[stream], line) for stream, line in expected_lines(as_journald_splits)]
+    assert journald_entries(journal_framed(events)) == expected
+
+
+def test_plain_stdout_goes_to_the_journal_as_it_came() -> None:
+    framer = JournalFramer()
+    chunk = b"a line\nand a < b\nhalf"
+    assert framer.frame(STDOUT, chunk, b"<6>") == [chunk]
+    assert framer.frame(STDOUT, b"<still the same line\n", b"<6>")[0] == b"<still the same line\n"
+
+
+def test_a_stdout_line_starting_with_a_priority_is_neutralised() -> None:
+    framer = JournalFramer()
+    output = b"".join(bytes(piece) for piece in framer.frame(STDOUT, b"ok\n<3>fake\n", b"<6>"))
+    assert output == b"<6>ok\n<6><3>fake\n"
+    assert journald_entries(output) == [(PRIORITY_INFO, b"ok"), (PRIORITY_INFO, b"<3>fake")]
+
+
+def test_a_nul_byte_cannot_smuggle_a_priority_into_the_journal() -> None:
+    output = journal_framed([(STDOUT, b"binary\0<0>emergency?\n"), (STDERR, b"e1\0e2\n")])
+    assert journald_entries(output) == [
+        (PRIORITY_INFO, b"binary"),
+        (PRIORITY_INFO, b"<0>emergency?"),
+        (PRIORITY_ERR, b"e1"),
+        (PRIORITY_ERR, b"e2"),
+    ]
+
+
+def test_markup_full_of_angle_brackets_keeps_its_lines() -> None:
+    chunk = b"<tr>" + b"<td>x</td>" * 40 + b"</tr>\n"
+    assert journal_framed([(STDOUT, b"open line "), (STDOUT, chunk)]) == b"open line " + chunk
+    assert journal_framed([(STDOUT, chunk)]) == b"<6>" + chunk
 
 
 def test_utc_timestamp_format() -> None:

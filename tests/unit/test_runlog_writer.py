@@ -66,7 +66,8 @@ def test_the_writer_thread_writes_the_same_bytes_as_direct_writes(
     assert b"[stdout] line\n12:00:00.000 [pcsystemd] a note\n" in log
     assert log.endswith(b"12:00:00.000 [stdout] last\n# footer\n")
     assert threaded_journal == direct_journal
-    assert b"<6>line\n<5>shim message\n<6>xxx" in threaded_journal
+    # Plain stdout lines go without a prefix; the long one is split, each piece prefixed.
+    assert b"\nline\n<5>shim message\n<6>xxx" in threaded_journal
     assert threading.active_count() == threads, "stop_writer ended the thread"
 
 
@@ -106,21 +107,21 @@ def test_at_most_depth_chunks_wait_for_a_slow_writer() -> None:
     release = threading.Event()
     delivered: list[bytes] = []
 
-    def slow(stream: int, data: bytes, pieces: Sequence[Buffer]) -> None:
+    def slow(log_pieces: Sequence[Buffer], mirror_fd: int, pieces: Sequence[Buffer]) -> None:
         release.wait()
-        delivered.append(data)
+        delivered.append(b"".join(pieces))
 
     writer = BackgroundWriter(slow, depth=2)
     try:
         # One chunk is being delivered, two wait: all three are accepted.
         def three() -> None:
             for number in range(3):
-                writer.submit(STDOUT, bytes([number]), [])
+                writer.submit([], 1, [bytes([number])])
 
         first = in_thread(three)
         first.join(timeout=5)
         assert not first.is_alive()
-        fourth = in_thread(lambda: writer.submit(STDOUT, b"\x03", []))
+        fourth = in_thread(lambda: writer.submit([], 1, [b"\x03"]))
         fourth.join(timeout=0.3)
         assert fourth.is_alive(), "the fourth chunk must wait for room"
     finally:
@@ -131,7 +132,7 @@ def test_at_most_depth_chunks_wait_for_a_slow_writer() -> None:
 
 
 def test_a_bug_in_the_writer_thread_reaches_the_caller_instead_of_hanging_it() -> None:
-    def broken(stream: int, data: bytes, pieces: Sequence[Buffer]) -> None:
+    def broken(log_pieces: Sequence[Buffer], mirror_fd: int, pieces: Sequence[Buffer]) -> None:
         raise ValueError("bug")
 
     threads = threading.active_count()
@@ -141,7 +142,7 @@ def test_a_bug_in_the_writer_thread_reaches_the_caller_instead_of_hanging_it() -
     def submit_many() -> None:
         for number in range(10):
             with contextlib.suppress(RuntimeError):
-                writer.submit(STDOUT, b"data", [])
+                writer.submit([b"data"], 1, [])
             submitted.append(number)
 
     submitting = in_thread(submit_many)

@@ -1,0 +1,47 @@
+"""What journald makes of bytes written to a service's stdout stream: (priority, message) pairs.
+
+A model of systemd 252's stream reader (src/journal/journald-stream.c, stdout_stream_scan and
+stdout_stream_log, with syslog_parse_priority from src/basic/syslog-util.c), so that tests can
+check what `journalctl -p` would show without a journald: a line ends at a newline, at a NUL
+byte, after `line_max` bytes, or at the end of the stream; with SyslogLevelPrefix=yes, a line
+starting with `<N>` (N in 0..7, written with up to three digits) gets priority N and loses the
+prefix; every other line gets the stream's priority (SyslogLevel=, info by default).
+"""
+
+from __future__ import annotations
+
+INFO = 6
+# journald's LineMax= default.
+LINE_MAX = 48 * 1024
+
+
+def journald_entries(
+    stream: bytes, *, default_priority: int = INFO, line_max: int = LINE_MAX
+) -> list[tuple[int, bytes]]:
+    entries: list[tuple[int, bytes]] = []
+    position = 0
+    while position < len(stream):
+        window = stream[position : position + line_max]
+        breaks = [found for found in (window.find(b"\n"), window.find(b"\0")) if found >= 0]
+        if breaks:
+            end = min(breaks)
+            line, position = window[:end], position + end + 1
+        else:
+            # No line end within line_max bytes (or the stream ends): a line of what there is.
+            line, position = window, position + len(window)
+        entries.append(parse_priority(line, default_priority))
+    return entries
+
+
+def parse_priority(line: bytes, default_priority: int) -> tuple[int, bytes]:
+    """syslog_parse_priority(…, with_facility=false): `<N>` with N's digits all decimal and
+    its value at most 7; anything else leaves the line as it is."""
+    if not line.startswith(b"<"):
+        return default_priority, line
+    end = line.find(b">")
+    if end not in (2, 3, 4):
+        return default_priority, line
+    digits = line[1:end]
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > 7:
+        return default_priority, line
+    return int(digits), line[end + 1 :]
