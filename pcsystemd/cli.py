@@ -261,12 +261,12 @@ def _run(argv: list[str]) -> int:
         # The shim parses its own arguments so its start-up path stays minimal. Its start-up
         # makes only objects that live as long as the process (modules, classes, the config
         # and the job): the garbage collector would walk them again and again for nothing.
-        # runner.main freezes them and turns the collector back on before the job runs.
+        # shim.main freezes them and turns the collector back on before the job runs.
         gc.disable()
         try:
-            from pcsystemd import runner
+            from pcsystemd import shim
 
-            return runner.main(argv[1:])
+            return shim.main(argv[1:])
         finally:
             gc.unfreeze()
             gc.enable()

@@ -524,9 +524,9 @@ def start_one(config: GlobalConfig, target: Target, *, wait: bool, slow_start: b
         if not wait:
             return True
     elif slow_start:
-        from pcsystemd.runner import request_slow_start
+        from pcsystemd import slowstart
 
-        request_slow_start(config, target.slug)
+        slowstart.request(config, target.slug)
     # a live run's record is rewritten when it ends: only finished runs are old news
     known_runs = {
         run.run_id

@@ -1,7 +1,7 @@
-"""The runtime shim `pcsystemd run-job JOB`: the units' ExecStart=.
+"""One run of a job, as the runtime shim `pcsystemd run-job JOB` (shim.py) makes it.
 
-One run: load the job, take the lock group's flock (see locking.py) under the job's overlap
-policy, create the run's log file, record the run as `running` unless the circuit breaker
+One run: take the lock group's flock (see locking.py) under the job's overlap policy,
+create the run's log file, record the run as `running` unless the circuit breaker
 has tripped, run the commands in sequence (each in its own process group, stdin /dev/null,
 no inherited descriptors), copy their output line by line to the log file and to the
 journal, enforce the timeout, retry with backoff, write the footer and the history, prune
@@ -40,11 +40,12 @@ recorded as `stopped`, and the shim then dies of that signal, which systemd coun
 clean stop rather than a failure.
 
 Output. The shim reads the job's stdout and stderr pipes a chunk at a time (see runlog.py).
-Under `StandardOutput=journal` it writes every line to its own stdout with a `<N>` priority
-prefix (stderr lines at 3, so `journalctl -p err` shows exactly them); run by hand it passes
-stdout and stderr through to its own. When a command's main process has exited, output from
-descendants still holding the pipes is collected for at most `DRAIN_SECONDS`; whatever is
-left of the command's processes is then ended like on a timeout, so no run outlives its lock.
+Under `StandardOutput=journal` it writes every line to its own stdout, stderr lines with a
+`<3>` priority prefix so that `journalctl -p err` shows exactly them (runlog.JournalFramer);
+run by hand it passes stdout and stderr through to its own. When a command's main process
+has exited, output from descendants still holding the pipes is collected for at most
+`DRAIN_SECONDS`; whatever is left of the command's processes is then ended like on a
+timeout, so no run outlives its lock.
 
 Exit status of the shim: 0 for success and for a run skipped under `overlap: skip`; the
 job's own exit status when it failed with one; 128+N when it died of signal N;
@@ -53,25 +54,24 @@ job's own exit status when it failed with one; 128+N when it died of signal N;
 a command that cannot be run, and `EXIT_ERROR` for the shim's own problems (log directory,
 history, job file).
 
-This module is the start-up path of every job run: it must not import jinja2, croniter or
-pystemd (a test checks `sys.modules`), and keeps its other imports few.
+This module is the start-up path of every job run, with shim.py, spawn.py and slowstart.py:
+they must not import jinja2, croniter or pystemd (a test checks `sys.modules`), and keep
+their other imports few.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import sys
 import time
 
-from pcsystemd import journal, leanjson, locking, runlog, runspec
-from pcsystemd.errors import ConfigError, PcsystemdError, RunError
+from pcsystemd import journal, locking, runlog, runspec, slowstart, spawn
+from pcsystemd.errors import RunError
 from pcsystemd.history import (
     History,
     RunRecord,
     Trip,
-    atomic_write,
     finish_run,
     process_start_ticks,
     update_history,
@@ -90,7 +90,6 @@ from pcsystemd.vocabulary import (
     KILL_GRACE_SECONDS,
     RECORD_MARGIN_SECONDS,
     RunResult,
-    unit_base_name,
 )
 
 # Only for the type checker: this module is the start-up path of every job run, and typing,
@@ -98,7 +97,6 @@ from pcsystemd.vocabulary import (
 # milliseconds (see runspec.py for how the job reaches the shim without them).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import pwd
     from collections.abc import Sequence
     from typing import Any
 
@@ -107,10 +105,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DRAIN_SECONDS",
     "KILL_GRACE_SECONDS",
-    "main",
-    "request_slow_start",
     "run_job",
-    "slow_start_request_path",
+    "run_spec",
     "stop_timeout_seconds",
 ]
 
@@ -132,72 +128,15 @@ _DEADLINE_TOLERANCE = 0.25
 # How much of the shim's own start-up may count towards the timeout (systemd's clock starts
 # when the process is executed, ours when run_job() is called).
 _STARTUP_ALLOWANCE = 10.0
-SLOW_START_REQUEST_TTL_SECONDS = 120.0
 # Where the run's view of the job came from (the log header says it).
 SPEC_FROM_UNIT = "as compiled into the unit"
 SPEC_STALE = "read again: it or the global config changed since the unit was generated"
 SPEC_READ = "read"
-_SLOW_START_CONSUMED = "slow-start.consumed"
 
 
 def stop_timeout_seconds() -> int:
     """The unit's TimeoutStopSec=: the kill grace period plus time to write the records."""
     return KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS
-
-
-# --- slow start through the unit -------------------------------------------------------------
-#
-# `pcsystemd start --slow-start JOB` (root) writes a request file with a fresh id into a
-# root-owned directory next to the locks, then starts the unit as usual. The shim, as the
-# job user, may read but not forge it; it honours a request once (remembering the consumed
-# id in its state directory) and only while it is fresh, so a request never leaks into a
-# later scheduled run. No extra process or unit is involved.
-
-
-def slow_start_request_path(lock_directory: str | os.PathLike[str], slug: str) -> str:
-    """Where `pcsystemd start --slow-start` leaves its request for the next run."""
-    return os.path.join(os.path.dirname(os.fspath(lock_directory)), "slow-start", slug)
-
-
-def request_slow_start(config: GlobalConfig, slug: str) -> str:
-    """Ask the job's next run (started through its unit) to run slow_start_command; root only."""
-    path = slow_start_request_path(config.lock_directory, slug)
-    request_id = os.urandom(8).hex()
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    except OSError as error:
-        raise RunError(f"cannot create {os.path.dirname(path)}: {error.strerror}") from error
-    payload = {"id": request_id, "created": time.time()}
-    atomic_write(path, leanjson.dumps(payload).encode() + b"\n", mode=0o644)
-    return request_id
-
-
-def pending_slow_start(lock_directory: str, slug: str) -> str | None:
-    """The id of a fresh, trustworthy slow-start request for the job, if there is one."""
-    path = slow_start_request_path(lock_directory, slug)
-    try:
-        with open(path, "rb") as request_file:
-            owner = os.fstat(request_file.fileno()).st_uid
-            data = leanjson.loads(request_file.read())
-        request_id = data["id"]
-        age = time.time() - float(data["created"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    # Only root can write into the request directory; a file owned by anyone else was not
-    # put there by `pcsystemd start`.
-    if owner != 0 or not isinstance(request_id, str):
-        return None
-    if not -5.0 <= age <= SLOW_START_REQUEST_TTL_SECONDS:
-        return None
-    return request_id
-
-
-def _consumed_slow_start(state_directory: str) -> str | None:
-    try:
-        with open(os.path.join(state_directory, _SLOW_START_CONSUMED), "rb") as consumed:
-            return consumed.read().decode("utf-8", "replace").strip() or None
-    except OSError:
-        return None
 
 
 # --- one run -------------------------------------------------------------------------------
@@ -398,7 +337,7 @@ class _Run:
             return self._refuse(Outcome(RunResult.ERROR, message=str(error)), journal.PRIORITY_ERR)
 
         requested_slow_start = (
-            None if slow_start else pending_slow_start(job.lock_directory, job.slug)
+            None if slow_start else slowstart.pending(job.lock_directory, job.slug)
         )
         if not self._lock(fd):
             if requested_slow_start is not None:
@@ -519,22 +458,18 @@ class _Run:
         return self._refuse(Outcome(RunResult.LOCKED, message=message), journal.PRIORITY_WARNING)
 
     def _consume_slow_start(self, request_id: str) -> bool:
-        if _consumed_slow_start(self.state_directory) == request_id:
-            return False
         try:
-            consumed = os.path.join(self.state_directory, _SLOW_START_CONSUMED)
-            atomic_write(consumed, request_id.encode() + b"\n")
+            return slowstart.consume(self.state_directory, request_id)
         except RunError as error:
             # Without remembering it, the request would be honoured again: ignore it instead.
             self.emit(journal.PRIORITY_WARNING, f"slow start request ignored: {error}")
             return False
-        return True
 
     def _prepare_directories(self) -> None:
         """Create the log and state directories; as root (by hand), become the job's user."""
         running_as_root = os.geteuid() == 0
         job_is_root = self.spec.user in ("root", "0")
-        identity = _job_identity(self.spec) if running_as_root and not job_is_root else None
+        identity = spawn.job_identity(self.spec) if running_as_root and not job_is_root else None
         problems = []
         # The state directory first and regardless of the log directory: the history is
         # where a failure to create the log directory gets recorded.
@@ -550,27 +485,29 @@ class _Run:
             raise RunError("; ".join(problems))
         if identity is not None:
             user, gid = identity
-            _become(user, gid)
+            spawn.become(user, gid)
             self.environment.update(
                 USER=user.pw_name, LOGNAME=user.pw_name, HOME=user.pw_dir, SHELL=user.pw_shell
             )
         elif not running_as_root:
-            _check_unit_user(self.spec)
+            spawn.check_unit_user(self.spec)
         for directory in (self.log_directory, self.state_directory):
             if not os.access(directory, os.W_OK | os.X_OK):
-                raise RunError(f"{directory} is not writable by user {_user_name(os.geteuid())}")
+                raise RunError(
+                    f"{directory} is not writable by user {spawn.user_name(os.geteuid())}"
+                )
 
     def _write_header(self, commands: Sequence[Sequence[str]]) -> None:
         job = self.spec
         lines = [f"# pcsystemd run {self.run_id} of job {job.slug} ({job.name})"]
         for index, argv in enumerate(commands, 1):
             label = "command" if len(commands) == 1 else f"command {index}/{len(commands)}"
-            lines.append(f"# {label}: {shell_join(argv)}")
+            lines.append(f"# {label}: {spawn.shell_join(argv)}")
         lines.append(f"# job file: {job.job_file} ({self.origin_of_spec})")
         if self.slow_start:
             lines.append("# slow start: yes")
         lines.append(f"# pid: {os.getpid()}")
-        lines.append(f"# user: {_user_name(os.geteuid())}")
+        lines.append(f"# user: {spawn.user_name(os.geteuid())}")
         lines.append(f"# start: {runlog.utc_timestamp(self.started)}")
         lines.append(runlog.LEGEND)
         self.output.log_lines(lines)
@@ -707,10 +644,10 @@ class _Run:
             message = f"working directory {working_directory} does not exist"
             return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_ERROR)
         try:
-            pid, stdout, stderr = spawn(argv, self.environment, working_directory)
+            pid, stdout, stderr = spawn.spawn(argv, self.environment, working_directory)
         except OSError as error:
             return _spawn_failure(argv, error, working_directory)
-        self.note(f"{label} started, pid {pid}: {shell_join(argv)}")
+        self.note(f"{label} started, pid {pid}: {spawn.shell_join(argv)}")
         self.output.stderr_bytes = 0
         try:
             status, stop_reason = self.supervisor.supervise(
@@ -771,147 +708,6 @@ def _spawn_failure(argv: Sequence[str], error: OSError, working_directory: str |
     return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_NOT_EXECUTABLE)
 
 
-def spawn(
-    argv: Sequence[str], environment: dict[str, str], working_directory: str | None
-) -> tuple[int, int, int]:
-    """Start a command as subprocess.Popen would with stdin=DEVNULL, stdout and stderr
-    pipes, close_fds, start_new_session and cwd: (pid, stdout read end, stderr read end).
-
-    posix_spawn, not subprocess: that module costs the shim's start-up several milliseconds
-    of imports. The child gets no descriptor of ours beyond its three: every descriptor the
-    shim holds is close-on-exec (see `_close_on_exec`). posix_spawn cannot change directory
-    in the child, so the shim changes its own first: all its own paths are absolute. Raises
-    OSError like Popen (FileNotFoundError for a command that is not there).
-    """
-    # The directory first: like Popen's child, a relative command runs from there.
-    if working_directory is not None:
-        os.chdir(working_directory)
-    executable = _find_executable(argv[0], environment)
-    stdout_read, stdout_write = os.pipe()
-    stderr_read, stderr_write = os.pipe()
-    try:
-        pid = os.posix_spawn(
-            executable,
-            list(argv),
-            environment,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, stdout_write, 1),
-                (os.POSIX_SPAWN_DUP2, stderr_write, 2),
-            ],
-            setsid=True,
-            # As Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, the job must not.
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            setsigmask=(),
-        )
-    except BaseException:
-        os.close(stdout_read)
-        os.close(stderr_read)
-        raise
-    finally:
-        os.close(stdout_write)
-        os.close(stderr_write)
-    return pid, stdout_read, stderr_read
-
-
-def _find_executable(name: str, environment: dict[str, str]) -> str:
-    """The file to execute for `name`: searched in the job's $PATH unless it has a slash."""
-    if "/" in name:
-        return name
-    denied = None
-    for directory in environment.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate):
-            if os.access(candidate, os.X_OK):
-                return candidate
-            denied = denied or candidate
-    if denied is not None:
-        raise PermissionError(13, os.strerror(13), denied)
-    raise FileNotFoundError(2, os.strerror(2), name)
-
-
-def _close_on_exec() -> None:
-    """Mark every descriptor above stderr close-on-exec: a job inherits none of them.
-
-    Python opens its own descriptors so; this catches what a caller leaked to a run by hand.
-    (Popen's close_fds did this in the child; posix_spawn has no such action.)
-    """
-    try:
-        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return
-    for fd in descriptors:
-        if fd > 2:
-            try:
-                os.set_inheritable(fd, False)
-            except OSError:
-                pass  # the listing's own descriptor, closed already
-
-
-def shell_join(argv: Sequence[str]) -> str:
-    """shlex.join without importing shlex (and re) into every run."""
-    return " ".join(_shell_quote(argument) for argument in argv)
-
-
-_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
-
-
-def _shell_quote(argument: str) -> str:
-    """shlex.quote: as is when only safe characters, else in single quotes."""
-    if argument and all(character in _SHELL_SAFE for character in argument):
-        return argument
-    return "'" + argument.replace("'", "'\"'\"'") + "'"
-
-
-def _user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-# The job's identity is a pwd entry and a group id rather than a class of ours: only a run by
-# hand as root needs it, and a (data)class would be built at every start-up of the shim.
-def _job_identity(job: RunSpec) -> tuple[pwd.struct_passwd, int]:
-    """The job's user and group id, as systemd's User=/Group= would resolve them."""
-    import grp
-    import pwd
-
-    try:
-        user = pwd.getpwuid(int(job.user)) if job.user.isdigit() else pwd.getpwnam(job.user)
-    except KeyError:
-        raise RunError(f"the job's user {job.user!r} does not exist") from None
-    gid = user.pw_gid
-    if job.group is not None:
-        try:
-            gid = int(job.group) if job.group.isdigit() else grp.getgrnam(job.group).gr_gid
-        except KeyError:
-            raise RunError(f"the job's group {job.group!r} does not exist") from None
-    return user, gid
-
-
-def _become(user: pwd.struct_passwd, gid: int) -> None:
-    try:
-        os.initgroups(user.pw_name, gid)
-        os.setgid(gid)
-        os.setuid(user.pw_uid)
-    except OSError as error:
-        raise RunError(f"cannot switch to user {user.pw_name}: {error.strerror}") from error
-
-
-def _check_unit_user(job: RunSpec) -> None:
-    """Refuse to run as someone else than the job says (a unit generated from an old file)."""
-    uid = os.geteuid()
-    if job.user == str(uid) or job.user == _user_name(uid):
-        return
-    raise RunError(
-        f"running as user {_user_name(uid)} but the job file says user {job.user}: the unit is "
-        "out of date; regenerate the units (systemctl daemon-reload, or pcsystemd apply)"
-    )
-
-
 def run_job(
     job: Job,
     config: GlobalConfig,
@@ -949,7 +745,7 @@ def run_spec(
     reaps every child. With `die_by_signal`, a run stopped by SIGTERM/SIGINT/SIGHUP ends the
     process with that signal after recording (what systemd expects of a stopped service).
     """
-    _close_on_exec()
+    spawn.close_on_exec()
     signals = Signals()
     become_subreaper()
     run = None
@@ -985,163 +781,6 @@ def _die_by(number: int) -> None:
     os.kill(os.getpid(), number)
 
 
-def _report(slug: str, message: str, result: RunResult = RunResult.ERROR) -> None:
-    """A shim error before a run exists: journal (error priority) or the terminal."""
-    fields: dict[str, str | int] = {
-        "MESSAGE": f"{slug}: {message}",
-        "PRIORITY": journal.PRIORITY_ERR,
-        "SYSLOG_IDENTIFIER": unit_base_name(slug),
-        "PCSYSTEMD_JOB": slug,
-        "PCSYSTEMD_RESULT": result.value,
-    }
-    sent = journal.send(fields)
-    if journal.attached_to_journal(2):
-        if not sent:
-            text = "".join(f"<{journal.PRIORITY_ERR}>{line}\n" for line in message.splitlines())
-            sys.stderr.write(text)
-    else:
-        sys.stderr.write(f"pcsystemd run-job: {slug}: {message}\n")
-    sys.stderr.flush()
-
-
 def new_run_id(started: float) -> str:
     """A run's id: its UTC start second and the shim's pid (unique on one host)."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime(started)) + f"-{os.getpid()}"
-
-
-def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
-    """Put a job file that vanished or broke since the units were made into its history."""
-    from pcsystemd.history import history_directory
-    from pcsystemd.schema import SLUG_PATTERN  # loaded already: the job load just failed
-
-    directory = history_directory(config, slug)
-    if not SLUG_PATTERN.fullmatch(slug) or not os.path.isdir(directory):
-        return
-    started = time.time()
-    entry = RunRecord(
-        run_id=new_run_id(started),
-        result=RunResult.ERROR,
-        start=runlog.utc_timestamp(started),
-        end=runlog.utc_timestamp(started),
-        duration_seconds=0.0,
-        pid=os.getpid(),
-        message=message,
-    )
-    try:
-        update_history(
-            directory, slug, lambda history: history.with_run(entry, config.history_length)
-        )
-    except RunError as error:
-        _report(slug, str(error))
-
-
-# The job, --config, --jobs and --slow-start.
-_Arguments = tuple[str, "str | None", "str | None", bool]
-
-
-def _parse_plain_arguments(argv: Sequence[str]) -> _Arguments | None:
-    """The unit's own argument forms, read without argparse (which costs every run time).
-
-    None for anything else (help, a mistake, an abbreviation, a value starting with '-'):
-    argparse then reads it, with its usual messages.
-    """
-    values: dict[str, str] = {}
-    slow_start = False
-    job = None
-    position = 0
-    while position < len(argv):
-        argument = argv[position]
-        position += 1
-        name, equals, value = argument.partition("=")
-        if name in ("--config", "--jobs"):
-            if not equals:
-                if position == len(argv):
-                    return None
-                value = argv[position]
-                position += 1
-            if value.startswith("-"):
-                return None
-            values[name] = value
-        elif argument == "--slow-start":
-            slow_start = True
-        elif argument == "--debug":
-            continue  # read by cli.main, which shows tracebacks then
-        elif argument.startswith("-") or job is not None:
-            return None
-        else:
-            job = argument
-    if job is None:
-        return None
-    return job, values.get("--config"), values.get("--jobs"), slow_start
-
-
-def _parse_arguments(argv: Sequence[str]) -> _Arguments:
-    plain = _parse_plain_arguments(argv)
-    if plain is not None:
-        return plain
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="pcsystemd run-job",
-        description="Run a job once, as its unit does: lock, log, timeout, history.",
-    )
-    parser.add_argument("--config", metavar="FILE", help="global config file")
-    parser.add_argument("--jobs", metavar="DIR", help="job directory")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument(
-        "--slow-start", action="store_true", help="run the job's slow_start_command instead"
-    )
-    parser.add_argument("job", metavar="JOB", help="the job's name (its file's basename)")
-    args = parser.parse_args(list(argv))
-    return args.job, args.config, args.jobs, args.slow_start
-
-
-def main(argv: Sequence[str]) -> int:
-    """`pcsystemd run-job [--config FILE] [--jobs DIR] [--slow-start] JOB` (argv after run-job)."""
-    slug, config_path, job_directory, slow_start = _parse_arguments(argv)
-    spec = runspec.from_environment()
-    origin = SPEC_FROM_UNIT
-    if spec is None or spec.slug != slug:
-        # No spec from the unit (a run by hand), or the job file or the global config changed
-        # since the unit was made (or another version made it): read them the compiler's way.
-        origin = SPEC_STALE if os.environ.get(runspec.SPEC_VARIABLE) else SPEC_READ
-        loaded = _load_spec(slug, config_path, job_directory)
-        if isinstance(loaded, int):
-            return loaded
-        spec = loaded
-    # Start-up is over: what it made lives until the process ends. Keep the collector (which
-    # `pcsystemd run-job` pauses for start-up, in cli) from walking those objects in the run.
-    gc.freeze()
-    gc.enable()
-    return run_spec(spec, slow_start=slow_start, die_by_signal=True, origin=origin)
-
-
-def _load_spec(slug: str, config_path: str | None, job_directory: str | None) -> RunSpec | int:
-    """The spec from the job file and the global config, or the exit status of a failure."""
-    from dataclasses import replace
-    from pathlib import Path
-
-    from pcsystemd.config import load_global_config
-    from pcsystemd.jobfile import load_job
-
-    try:
-        config = load_global_config(None if config_path is None else Path(config_path))
-    except ConfigError as error:
-        _report(slug, f"the global configuration is invalid:\n{error}")
-        return error.exit_code
-    if job_directory is not None:
-        config = replace(config, job_directory=Path(job_directory).absolute())
-    try:
-        job = load_job(config, slug)
-    except PcsystemdError as error:
-        message = (
-            f"cannot load the job file (changed or removed since the units were made?):\n{error}"
-        )
-        _report(slug, message)
-        _record_unloadable(config, slug, message)
-        return EXIT_ERROR
-    return runspec.compile_spec(job, config)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -23,7 +23,7 @@ from shim_helpers import (
     write_yaml_setup,
 )
 
-from pcsystemd import locking, runner
+from pcsystemd import locking, runner, slowstart
 from pcsystemd.runlog import list_log_files
 
 LOG_NAME = re.compile(r"demo-(\d{8})-(\d{6})(?:-(\d+))?\.log")
@@ -300,11 +300,11 @@ def test_slow_start_runs_the_alternate_command(tmp_path: Path) -> None:
 def test_slow_start_request_is_honoured_once(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     job = make_job([["echo", "normal"]], slow_start_commands=[["echo", "slow"]])
-    request_id = runner.request_slow_start(config, "demo")
-    path = Path(runner.slow_start_request_path(config.lock_directory, "demo"))
+    request_id = slowstart.request(config, "demo")
+    path = Path(slowstart.request_path(config.lock_directory, "demo"))
     assert path.parent == config.lock_directory.parent / "slow-start"
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert runner.pending_slow_start(str(config.lock_directory), "demo") == request_id
+    assert slowstart.pending(str(config.lock_directory), "demo") == request_id
 
     assert run_shim(job, config, work=tmp_path).returncode == 0
     assert last_run(config)["slow_start"] is True
@@ -322,7 +322,7 @@ def test_a_slow_start_request_for_a_skipped_run_is_dropped(tmp_path: Path) -> No
     # inherit it.
     config = make_config(tmp_path)
     job = make_job([["echo", "normal"]], slow_start_commands=[["echo", "slow"]])
-    runner.request_slow_start(config, "demo")
+    slowstart.request(config, "demo")
     holder = locking.open_lock(locking.lock_file_path(config, "demo"), inherited_fd=-1)
     try:
         assert locking.try_lock(holder)
@@ -337,14 +337,14 @@ def test_a_slow_start_request_for_a_skipped_run_is_dropped(tmp_path: Path) -> No
 def test_stale_or_forged_slow_start_request_is_ignored(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     job = make_job([["echo", "normal"]], slow_start_commands=[["echo", "slow"]])
-    runner.request_slow_start(config, "demo")
-    path = Path(runner.slow_start_request_path(config.lock_directory, "demo"))
-    created = time.time() - runner.SLOW_START_REQUEST_TTL_SECONDS - 10
+    slowstart.request(config, "demo")
+    path = Path(slowstart.request_path(config.lock_directory, "demo"))
+    created = time.time() - slowstart.REQUEST_TTL_SECONDS - 10
     path.write_text(f'{{"id": "old", "created": {created}}}\n')
-    assert runner.pending_slow_start(str(config.lock_directory), "demo") is None
+    assert slowstart.pending(str(config.lock_directory), "demo") is None
     path.write_text(f'{{"id": "forged", "created": {time.time()}}}\n')
     os.chown(path, 65534, 65534)
-    assert runner.pending_slow_start(str(config.lock_directory), "demo") is None
+    assert slowstart.pending(str(config.lock_directory), "demo") is None
     assert run_shim(job, config, work=tmp_path).returncode == 0
     assert last_run(config)["slow_start"] is False
 
@@ -357,7 +357,7 @@ def test_stop_timeout_agrees_with_the_kill_grace_period() -> None:
 def test_startup_path_imports_no_heavy_modules() -> None:
     code = (
         "import sys\n"
-        "import pcsystemd.runner\n"
+        "import pcsystemd.shim\n"
         "heavy = sorted(name for name in sys.modules"
         " if name.split('.')[0] in ('jinja2', 'croniter', 'pystemd'))\n"
         "print(heavy)\n"

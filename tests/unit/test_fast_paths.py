@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pcsystemd import runner
+from pcsystemd import shim, spawn
 from pcsystemd.render import _child, _managed_directory
 from pcsystemd.runlog import _stamp_to_epoch, parse_log_file_name
 from pcsystemd.schedule import ScheduleError, compile_schedule
@@ -56,7 +56,7 @@ WORDS = st.sampled_from(
 @example(["--config", "-x", "yak"])
 @example(["--conf", "/a", "yak"])
 def test_plain_argument_reading_agrees_with_argparse(argv: list[str]) -> None:
-    plain = runner._parse_plain_arguments(argv)
+    plain = shim._parse_plain_arguments(argv)
     if plain is not None:  # None: argparse reads it, so nothing can differ
         assert plain == argparse_reading(argv)
 
@@ -69,18 +69,18 @@ def test_the_units_own_argument_forms_never_need_argparse() -> None:
         ["--config", "/etc/pc/pc.yaml", "yak"],
     ]
     for argv in forms:
-        assert runner._parse_plain_arguments(argv) is not None, argv
+        assert shim._parse_plain_arguments(argv) is not None, argv
     for argv in (["--help"], [], ["yak", "cow"], ["--config"], ["--slow", "yak"]):
-        assert runner._parse_plain_arguments(argv) is None, argv
+        assert shim._parse_plain_arguments(argv) is None, argv
 
 
 def test_argparse_still_answers_help_and_mistakes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as stopped:
-        runner._parse_arguments(["--help"])
+        shim._parse_arguments(["--help"])
     assert stopped.value.code == 0
     assert "usage: pcsystemd run-job" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stopped:
-        runner._parse_arguments(["yak", "cow"])
+        shim._parse_arguments(["yak", "cow"])
     assert stopped.value.code == 2
     assert "unrecognized arguments: cow" in capsys.readouterr().err
 
@@ -142,7 +142,7 @@ def test_log_file_names_are_read_as_the_regular_expression_did(
 @given(st.lists(st.text(max_size=12), max_size=4))
 @example(["", "a b", "it's", "$HOME", "%n", "plain-word_1.2:3,4@5%6+7=8/9"])
 def test_shell_join_agrees_with_shlex(argv: list[str]) -> None:
-    assert runner.shell_join(argv) == shlex.join(argv)
+    assert spawn.shell_join(argv) == shlex.join(argv)
 
 
 def test_log_file_names_with_non_ascii_digits_are_not_ours() -> None:
