@@ -18,6 +18,7 @@ from pathlib import Path
 from pcsystemd import model, schema
 from pcsystemd.errors import ConfigError, GlobalConfigError
 from pcsystemd.model import GlobalConfig, Mode
+from pcsystemd.runspec import ABSENT, content_fingerprint
 from pcsystemd.schema import (
     INVALID,
     Checker,
@@ -305,7 +306,7 @@ CONFIG_FIELDS = tuple(
 _BY_KEY = {field.key: field for field in CONFIG_FIELDS}
 _ALIASES = {field.alias: field for field in CONFIG_FIELDS if field.alias}
 # Set by the loader, not by a key of the file.
-NOT_CONFIGURABLE = {"source_path"}
+NOT_CONFIGURABLE = {"source_path", "source_fingerprint"}
 
 
 def config_path(path: Path | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
@@ -339,7 +340,8 @@ def load_global_config(
             data = read_limited(stream.fileno(), status.st_size)
     except FileNotFoundError:
         if not explicit:
-            return GlobalConfig()
+            # All defaults; a run spec compiled now records that there was no file.
+            return GlobalConfig(source_fingerprint=ABSENT)
         raise GlobalConfigError.at(
             path,
             0,
@@ -377,7 +379,9 @@ def load_global_config(
         data_map = parse_yaml(data, path)
     except ConfigError as error:
         raise GlobalConfigError(error.diagnostics) from None
-    return parse_global_config(data_map, path)
+    config = parse_global_config(data_map, path)
+    # The run specs compiled under this config record what it was compiled from.
+    return replace(config, source_fingerprint=content_fingerprint(data) or "")
 
 
 def parse_global_config(data: MarkedMap, path: Path) -> GlobalConfig:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pcsystemd.errors import ConfigError, Diagnostic
 from pcsystemd.model import RELOAD_SERVICE_UNIT, RELOAD_SLUG, GlobalConfig, Job
+from pcsystemd.runspec import content_fingerprint
 from pcsystemd.schema import SLUG_PATTERN, SLUG_RULE, build_job, config_name
 from pcsystemd.yamlload import parse_yaml, read_limited
 
@@ -278,7 +279,13 @@ class _Loader:
             parsed = parse_yaml(data, absolute)
         except ConfigError as error:
             return None, list(error.diagnostics)
-        return build_job(parsed, path=Path(absolute), slug=slug, config=self.config)
+        return build_job(
+            parsed,
+            path=Path(absolute),
+            slug=slug,
+            config=self.config,
+            fingerprint=content_fingerprint(data) or "",
+        )
 
     def read(self, path: str, *, audited: bool) -> bytes:
         """The file's bytes, after the audit of the file it really is (symlinks resolved)."""

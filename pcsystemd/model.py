@@ -100,6 +100,9 @@ class Job:
     notify: Notify
     hardening: Hardening
     read_write_paths: tuple[str, ...] = ()
+    # runspec.content_fingerprint of the bytes this Job was built from ("" if too large to
+    # fingerprint; None when not built from a file's bytes: the run spec then reads the file).
+    source_fingerprint: str | None = field(default=None, compare=False)
 
     @property
     def unit_base(self) -> str:
@@ -140,6 +143,8 @@ class GlobalConfig:
     """/etc/pcsystemd/pcsystemd.yaml, with every default filled in."""
 
     source_path: Path | None = None
+    # As Job.source_fingerprint, for the config file (None also when there is none).
+    source_fingerprint: str | None = field(default=None, compare=False)
     mode: Mode = Mode.GENERATOR
     job_directory: Path = Path("/etc/pcsystemd/jobs")
     log_directory: Path = Path("/var/log/pcsystemd")

@@ -138,12 +138,11 @@ class _PerConfig:
     """What every job's units take from the global config, worked out once per rendering."""
 
     run_job: tuple[str, ...]  # ExecStart='s command before the slug
-    config_fingerprint: str  # for the run spec (runspec.fingerprint of the config file)
+    config_fingerprint: str  # for the run spec (runspec.config_fingerprint_of)
 
     @classmethod
     def of(cls, config: GlobalConfig) -> _PerConfig:
-        config_file = runspec.config_file_of(config)
-        return cls(shim_command(config, "run-job"), runspec.fingerprint(config_file) or "")
+        return cls(shim_command(config, "run-job"), runspec.config_fingerprint_of(config))
 
 
 def _unit_settings(job: Job, config: GlobalConfig, per_config: _PerConfig) -> UnitSettings:

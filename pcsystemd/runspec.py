@@ -9,7 +9,9 @@ world-readable and already holds the job's command and environment, so nothing n
 exposed). The shim reads it with the standard library only (leanjson.py, record.py).
 
 Why it can be trusted. The spec carries a fingerprint (size and CRC-32) of the job file and
-of the global config file it was compiled from. The shim reads both files and compares: on
+of the global config file it was compiled from, taken from the very bytes the compiler
+parsed (Job.source_fingerprint), so an edit made while the compiler runs cannot be paired
+with a spec of the old content. The shim reads both files and compares: on
 any difference (an edit since the units were generated, a removed file, a spec of another
 format, written by another version of pcsystemd) it ignores the spec and loads the job file the
 slow way, exactly as it did before there was a spec, with the same clear errors for a file
@@ -121,6 +123,15 @@ def fingerprint(path: str) -> str | None:
         return None
     finally:
         os.close(fd)
+    return content_fingerprint(data)
+
+
+def content_fingerprint(data: bytes) -> str | None:
+    """The fingerprint of a file with this content; None when it is too large to have one.
+
+    The compiler takes it from the very bytes it compiled: fingerprinting the file again
+    later could pair an edit made in between with a spec of the old content.
+    """
     if len(data) > _MAX_SOURCE_BYTES:
         return None
     return f"{len(data)}:{zlib.crc32(data):08x}"
@@ -132,6 +143,16 @@ def config_file_of(config: GlobalConfig) -> str:
     return str(config.source_path or DEFAULT_CONFIG_PATH)
 
 
+def config_fingerprint_of(config: GlobalConfig) -> str:
+    """The fingerprint a spec records for the global config (see `compile_spec`)."""
+    return _source_fingerprint(config.source_fingerprint, config_file_of(config))
+
+
+def _source_fingerprint(loaded: str | None, path: str) -> str:
+    # What was compiled if known; else (a model built by hand) the file as it is now.
+    return loaded if loaded is not None else fingerprint(path) or ""
+
+
 def compile_spec(job: Job, config: GlobalConfig, config_fingerprint: str | None = None) -> RunSpec:
     """The spec of a validated job under a global config (the compiler's side).
 
@@ -140,7 +161,7 @@ def compile_spec(job: Job, config: GlobalConfig, config_fingerprint: str | None 
     """
     config_file = config_file_of(config)
     if config_fingerprint is None:
-        config_fingerprint = fingerprint(config_file) or ""
+        config_fingerprint = config_fingerprint_of(config)
     return RunSpec(
         slug=job.slug,
         name=job.name,
@@ -169,7 +190,7 @@ def compile_spec(job: Job, config: GlobalConfig, config_fingerprint: str | None 
         log_retention_runs=config.log_retention_runs,
         log_retention_days=config.log_retention_days,
         job_file=str(job.source_path),
-        job_fingerprint=fingerprint(str(job.source_path)) or "",
+        job_fingerprint=_source_fingerprint(job.source_fingerprint, str(job.source_path)),
         config_file=config_file,
         config_fingerprint=config_fingerprint,
     )

@@ -1150,9 +1150,16 @@ def _from_job(ck: Checker, data: MarkedMap, key: str) -> bool:
 
 
 def build_job(
-    data: MarkedMap, *, path: Path, slug: str, config: GlobalConfig
+    data: MarkedMap,
+    *,
+    path: Path,
+    slug: str,
+    config: GlobalConfig,
+    fingerprint: str | None = None,
 ) -> tuple[Job | None, list[Diagnostic]]:
-    """Validate one parsed job file (merged over the defaults) and build its Job."""
+    """Validate one parsed job file (merged over the defaults) and build its Job.
+
+    `fingerprint`: of the file's bytes it was parsed from (Job.source_fingerprint)."""
     if config.defaults:
         data = merge_defaults(config.defaults, data)
     ck = Checker(str(path), config, context=f"inherited from 'defaults' by job {slug}")
@@ -1192,6 +1199,7 @@ def build_job(
     job = Job(
         slug=slug,
         source_path=path,
+        source_fingerprint=fingerprint,
         name=values["name"] or slug,
         description=values["description"],
         commands=values["command"],

@@ -206,3 +206,29 @@ def test_no_spec_when_the_job_file_cannot_be_fingerprinted_or_it_is_too_large(
     assert runspec.encode(replace(spec, job_fingerprint=runspec.ABSENT)) is None
     huge = (("X", "y" * runspec.MAX_SPEC_BYTES),)
     assert runspec.encode(replace(spec, environment=huge)) is None
+
+
+def test_the_spec_records_what_was_compiled_not_what_is_there_later(tmp_path: Path) -> None:
+    # An edit that lands between the compiler reading the job file (or the config) and writing
+    # the unit must not be taken as compiled: the spec fingerprints the bytes it was built from.
+    config_file = set_up(tmp_path)
+    config = load_global_config(config_file)
+    job = load_job(config, "quick")
+    assert job.source_fingerprint == runspec.fingerprint(str(job.source_path))
+    job.source_path.write_text("name: Quick\ncommand: /bin/echo edited meanwhile\nuser: root\n")
+    config_file.write_text(config_file.read_text() + "# edited meanwhile\n")
+    spec = runspec.compile_spec(job, config)
+    assert spec.commands == (("/bin/echo", "compiled"),)
+    assert not runspec.is_current(spec)
+    finished, _ = run_job(config_file, runspec.encode(spec))
+    assert finished.returncode == 0, finished.stderr
+    assert f"({runner.SPEC_STALE})" in only_log(tmp_path)
+    assert "edited meanwhile" in only_log(tmp_path)
+
+
+def test_a_missing_default_config_is_recorded_as_absent_when_loaded() -> None:
+    if os.path.exists(runspec.DEFAULT_CONFIG_PATH):
+        pytest.skip("this machine has a global config")
+    config = load_global_config(None, {})
+    assert config.source_fingerprint == runspec.ABSENT
+    assert runspec.config_fingerprint_of(config) == runspec.ABSENT
