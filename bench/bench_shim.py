@@ -19,8 +19,9 @@ Prints figures and ratios side by side (not a test; nothing is asserted):
    Targets: <= 30 ms and <= 20 MiB added.
 2. Capture throughput on 1 GiB of output: the shim running `cat FILE` (its log file gets every
    line with a prefix) against `cat FILE | cat > out`, the shim installed as Debian runs it
-   (the first install of section 1). Best and median of 5 interleaved rounds, since the
-   machine may be shared. Target: >= 80 % of cat's throughput. Also shown: the same with the
+   (the first install of section 1; this interpreter when Debian's python3 has no PyYAML).
+   Best and median of 5 interleaved rounds, since the machine may be shared. Target:
+   >= 80 % of cat's throughput. Also shown: the same with the
    journal framing on (stdout named by $JOURNAL_STREAM, pointed at /dev/null here), and how
    much of the shim's time is its fixed cost per run (section 1), which is not capture.
    Every measured run follows an unmeasured run of the same command whose output was just
@@ -147,8 +148,8 @@ def compile_bytecode(python: str) -> None:
 
 
 def overhead(config: Path, runs: int) -> float:
-    """Print the figures of section 1; returns the best wall time of run-job installed as
-    Debian runs it (the first of interpreters(), the one the capture test runs), in seconds."""
+    """Print the figures of section 1; returns the best wall time of run-job with the first
+    of interpreters() (Debian's when it has PyYAML; the capture test runs it), in seconds."""
     without_spec = shim_environment()
     with_spec = shim_environment(config, "quick")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
@@ -244,7 +245,7 @@ def throughput(work: Path, config: Path, size: int, rounds: int, fixed_cost: flo
                     rss[name] = max(rss[name], peak)
                 written = [output] if output.is_file() else list(output.glob("flood-*.log"))
                 if output == logs:
-                    log_size = max(log_size, *(log.stat().st_size for log in written))
+                    log_size = max([log_size, *(log.stat().st_size for log in written)])
                 for path in written:
                     path.unlink()
     mib = size / (1 << 20)

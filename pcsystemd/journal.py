@@ -28,8 +28,10 @@ PRIORITY_NOTICE = 5
 PRIORITY_INFO = 6
 
 # journald's stream reader splits lines longer than LineMax= (48 KiB by default) and parses a
-# `<N>` prefix only at the start of each piece; the shim splits long lines itself below this
-# size so that every piece keeps its priority.
+# `<N>` prefix at the start of each piece; the shim splits long lines itself below this size
+# so that every piece keeps its priority. (An admin who sets LineMax= below this in
+# journald.conf lets journald split them first: a piece of a stdout line could then start
+# with a `<N>` of the job's own.)
 STREAM_LINE_LIMIT = 32 * 1024
 
 # A datagram must fit in the socket's send buffer; larger ones would need a memfd. The shim's

@@ -18,8 +18,9 @@ are kept as they are (binary output and invalid UTF-8 pass through untouched); a
 a newline is written as it arrives, however long it gets.
 
 While a command runs, the writes happen on a thread of their own (`start_writer`): the main
-thread reads chunk N+1 and frames it for the log file and the journal while the writer thread
-writes chunk N to both (os.read, os.write and os.writev release the GIL, so the two overlap).
+thread reads chunk N+1 and frames it for the log file (and for the journal, when attached to
+it) while the writer thread writes chunk N to the log and to the journal or the terminal
+(os.read, os.write and os.writev release the GIL, so the two overlap).
 All framing happens in the reading thread, on the chunk it has just read (still in its CPU's
 cache), and the framers' state is that thread's alone. On one thread, reading, framing and
 writing cost about 1.7 times what `cat` spends passing the same output on; split this way
@@ -72,9 +73,10 @@ _MAX_ANGLE_BRACKETS = 16
 LEGEND = "# times: UTC"
 LOG_FILE_MODE = 0o640
 _MAX_SUFFIX = 10_000
-# Chunks that may wait for the writer thread: with the pipe's own buffer, enough to ride out a
-# slow write without stalling the job (4 was no faster); each costs the chunk and its framed
-# copy, a little over twice the read size.
+# Chunks that may wait for the writer thread (one more is being written): with the pipe's own
+# buffer, enough to ride out a slow write without stalling the job (4 was no faster). Each
+# costs the chunk and its framed copies: the log file's, and the journal's when a line of it
+# needed a prefix; two to three times the read size.
 WRITER_DEPTH = 2
 # Job output a run writes in its own thread before it starts the writer thread: most runs
 # print little, and a thread (and the threading module) would only cost them start-up time.
@@ -234,15 +236,17 @@ class LineFramer:
         self.line_length = 0  # bytes written of that unfinished line
         self.split_at = split_at
 
-    def frame(
-        self, stream: int, data: bytes, prefix: bytes, *, as_is: bool = False
-    ) -> list[Buffer]:
+    def frame(self, stream: int, data: bytes, prefix: bytes) -> list[Buffer]:
         """What to write for `data` from `stream` (for writev); every line starts with `prefix`.
 
         The chunk is copied once, by `bytes.replace`; the pieces around it are not joined,
-        because each join would copy the whole chunk again. With `as_is` (the caller found
-        that its lines need no prefix) it is not copied at all, unless a line must be split.
+        because each join would copy the whole chunk again.
         """
+        return self._frame(stream, data, prefix, as_is=False)
+
+    def _frame(self, stream: int, data: bytes, prefix: bytes, *, as_is: bool) -> list[Buffer]:
+        """`frame`; with `as_is` (a subclass found that the lines of `data` need no prefix)
+        the chunk is not copied at all, unless a line must be split."""
         pieces: list[Buffer] = []
         if self.open_stream and self.open_stream != stream:
             pieces.append(b"\n")
@@ -333,17 +337,15 @@ class JournalFramer(LineFramer):
     goes as it came needs no such care: each piece of it gets the stream's priority.
     """
 
-    def __init__(self) -> None:
-        super().__init__(split_at=STREAM_LINE_LIMIT)
+    def __init__(self, split_at: int = STREAM_LINE_LIMIT) -> None:
+        super().__init__(split_at=split_at)
 
-    def frame(
-        self, stream: int, data: bytes, prefix: bytes, *, as_is: bool = False
-    ) -> list[Buffer]:
+    def frame(self, stream: int, data: bytes, prefix: bytes) -> list[Buffer]:
         # A chunk ending in a NUL is framed so that the next one starts a line (open_stream).
         as_is = stream == STDOUT and not data.endswith(b"\0") and not self._has_marked_line(data)
         if not as_is and b"\0" in data:
             data = data.replace(b"\0", b"\n")
-        return super().frame(stream, data, prefix, as_is=as_is)
+        return self._frame(stream, data, prefix, as_is=as_is)
 
     def _has_marked_line(self, data: bytes) -> bool:
         """Whether a line of stdout `data` (ended by a newline or a NUL) starts with `<`."""
@@ -542,7 +544,7 @@ class RunOutput:
 
 
 class BackgroundWriter:
-    """A thread that delivers chunks in order, at most `depth` chunks behind the caller.
+    """A thread that delivers chunks in order: `depth` chunks may wait while one is delivered.
 
     The hand-over uses two of CPython's C queues (`_queue.SimpleQueue`): one carries the
     chunks, the other `depth` tokens of room. queue.Queue, with its locks and conditions

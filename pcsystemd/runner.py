@@ -139,9 +139,6 @@ def stop_timeout_seconds() -> int:
     return KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS
 
 
-# --- one run -------------------------------------------------------------------------------
-
-
 @record
 class Outcome:
     """How a command, an attempt or the whole run ended."""

@@ -1,11 +1,14 @@
 """What journald makes of bytes written to a service's stdout stream: (priority, message) pairs.
 
-A model of systemd 252's stream reader (src/journal/journald-stream.c, stdout_stream_scan and
-stdout_stream_log, with syslog_parse_priority from src/basic/syslog-util.c), so that tests can
-check what `journalctl -p` would show without a journald: a line ends at a newline, at a NUL
-byte, after `line_max` bytes, or at the end of the stream; with SyslogLevelPrefix=yes, a line
-starting with `<N>` (N in 0..7, written with up to three digits) gets priority N and loses the
-prefix; every other line gets the stream's priority (SyslogLevel=, info by default).
+A model of systemd 252's stream reader (src/journal/journald-stream.c, stdout_stream_scan,
+stdout_stream_line and stdout_stream_log, with syslog_parse_priority from
+src/basic/syslog-util.c), so that tests can check what `journalctl -p` would show without a
+journald: a line ends at a newline, at a NUL byte, after `line_max` bytes, or at the end of the
+stream; its trailing whitespace is cut; with SyslogLevelPrefix=yes, a line starting with `<N>`
+(N in 0..7, written with up to three digits) gets priority N and loses the prefix; every other
+line gets the stream's priority (SyslogLevel=, info by default); a line left empty is not
+logged. Not modelled: the line break journald makes when the writing process changes (only
+the shim writes to its stream).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 INFO = 6
 # journald's LineMax= default.
 LINE_MAX = 48 * 1024
+# What strstrip() cuts (systemd's WHITESPACE).
+WHITESPACE = b" \t\n\r"
 
 
 def journald_entries(
@@ -29,7 +34,9 @@ def journald_entries(
         else:
             # No line end within line_max bytes (or the stream ends): a line of what there is.
             line, position = window, position + len(window)
-        entries.append(parse_priority(line, default_priority))
+        priority, message = parse_priority(line.rstrip(WHITESPACE), default_priority)
+        if message:
+            entries.append((priority, message))
     return entries
 
 

@@ -105,21 +105,21 @@ def test_long_line_detection_across_chunks() -> None:
 
 
 # Output as a job might print it to fool the journal: priority prefixes, NUL bytes, markup.
-tricky_chunks = st.lists(
-    st.tuples(
-        st.sampled_from([STDOUT, STDERR]),
-        st.lists(
-            st.sampled_from([b"<", b">", b"3", b"7", b"12", b"\n", b"\0", b"x", b"<3>", b"<6>"]),
-            min_size=1,
-            max_size=20,
-        ).map(b"".join),
-    ),
-    max_size=20,
-)
+TRICKY = [b"<", b">", b"3", b"7", b"12", b"\n", b"\0", b"x", b"<3>", b"<6>"]
 
 
-def journal_framed(events: list[tuple[int, bytes]]) -> bytes:
-    framer = JournalFramer()
+def tricky_chunks(pieces: list[bytes]) -> st.SearchStrategy[list[tuple[int, bytes]]]:
+    return st.lists(
+        st.tuples(
+            st.sampled_from([STDOUT, STDERR]),
+            st.lists(st.sampled_from(pieces), min_size=1, max_size=20).map(b"".join),
+        ),
+        max_size=20,
+    )
+
+
+def journal_framed(events: list[tuple[int, bytes]], framer: JournalFramer | None = None) -> bytes:
+    framer = framer or JournalFramer()
     return b"".join(
         bytes(piece)
         for stream, data in events
@@ -128,15 +128,36 @@ def journal_framed(events: list[tuple[int, bytes]]) -> bytes:
 
 
 @settings(max_examples=500)
-@given(tricky_chunks)
+@given(tricky_chunks([*TRICKY, b" "]))
 def test_the_journal_sees_every_stderr_line_at_error_and_every_stdout_line_at_info(
     events: list[tuple[int, bytes]],
 ) -> None:
-    # journald ends a line at a NUL too; the lines a reader should see are split there.
+    # journald ends a line at a NUL too; the lines a reader should see are split there, and,
+    # as journald logs them, without trailing blanks and without the empty ones.
     as_journald_splits = [(stream, data.replace(b"\0", b"\n")) for stream, data in events]
     priority = {STDOUT: PRIORITY_INFO, STDERR: PRIORITY_ERR}
-    expected = [(priority[stream], line) for stream, line in expected_lines(as_journald_splits)]
+    expected = [
+        (priority[stream], line.rstrip(b" "))
+        for stream, line in expected_lines(as_journald_splits)
+        if line.rstrip(b" ")
+    ]
     assert journald_entries(journal_framed(events)) == expected
+
+
+@settings(max_examples=500)
+@given(tricky_chunks(TRICKY), st.integers(min_value=2, max_value=12))
+def test_split_lines_keep_their_priority_in_the_journal(
+    events: list[tuple[int, bytes]], limit: int
+) -> None:
+    # Long lines, NUL bytes and `<` together: journald (with room for the prefix) must see
+    # each stream's bytes, in order, at that stream's priority only.
+    framed = journal_framed(events, JournalFramer(split_at=limit))
+    entries = journald_entries(framed, line_max=limit + len(b"<6>") + 1)
+    for stream, priority in ((STDOUT, PRIORITY_INFO), (STDERR, PRIORITY_ERR)):
+        written = b"".join(data for s, data in events if s == stream)
+        logged = b"".join(message for p, message in entries if p == priority)
+        assert logged == written.replace(b"\n", b"").replace(b"\0", b"")
+    assert {priority for priority, _ in entries} <= {PRIORITY_INFO, PRIORITY_ERR}
 
 
 def test_plain_stdout_goes_to_the_journal_as_it_came() -> None:
