@@ -20,14 +20,14 @@ a newline is written as it arrives, however long it gets.
 While a command runs, the writes happen on a thread of their own (`start_writer`): the main
 thread reads chunk N+1 and frames it for the log file (and for the journal, when attached to
 it) while the writer thread writes chunk N to the log and to the journal or the terminal
-(os.read, os.write and os.writev release the GIL, so the two overlap).
-All framing happens in the reading thread, on the chunk it has just read (still in its CPU's
-cache), and the framers' state is that thread's alone. On one thread, reading, framing and
-writing cost about 1.7 times what `cat` spends passing the same output on; split this way
-each thread does less than cat. At most `WRITER_DEPTH` chunks wait for the writer, so memory
-stays flat, and a writer that cannot keep up holds the reading back just as a blocking write
-did. Everything else written (the shim's own lines, the header and footer) first waits until
-the writer has written what is queued, and is then written directly, in order.
+(os.read, os.write and os.writev release the GIL, so the two overlap). All framing happens
+in the reading thread, on the chunk it has just read (still in its CPU's cache), and the
+framers' state is that thread's alone. On one thread, reading, framing and writing cost
+about 1.7 times what `cat` spends passing the same output on; split this way each thread
+does less than cat. At most `WRITER_DEPTH` chunks wait for the writer, so memory stays flat,
+and a writer that cannot keep up holds the reading back just as a blocking write did.
+Everything else written (the shim's own lines, the header and footer) first waits until the
+writer has written what is queued, and is then written directly, in order.
 
 Retention, applied after each run: a log file is removed when more than `log_retention_runs`
 newer runs exist, or when its run started more than `log_retention_days` days ago; 0 turns a
@@ -548,7 +548,8 @@ class BackgroundWriter:
 
     The hand-over uses two of CPython's C queues (`_queue.SimpleQueue`): one carries the
     chunks, the other `depth` tokens of room. queue.Queue, with its locks and conditions
-    written in Python, cost about a tenth of the reading thread's time per chunk.
+    written in Python, cost the reading thread about 20 µs more per 1 MiB chunk, a tenth of
+    what framing the chunk costs.
     """
 
     def __init__(
