@@ -114,6 +114,35 @@ def test_a_successful_run_logs_to_file_and_journal(clean_sandbox: Sandbox) -> No
     assert all(entry.get("_SYSTEMD_UNIT") == "pcsystemd-hello.service" for entry in entries)
 
 
+def test_journald_keeps_stdout_at_info_whatever_the_job_prints(clean_sandbox: Sandbox) -> None:
+    """The real journald, against what tests/journald_stream.py assumes of it: a `<N>` of the
+    job's own, a NUL byte followed by one, and markup stay at info; stderr, NUL-split pieces
+    included, is at error priority, with trailing blanks cut."""
+    box = clean_sandbox
+    write_job(
+        box,
+        "tricky",
+        "name: Tricky\n"
+        r"""command: /bin/sh -c 'printf "<3>fake-err\nplain\0<0>after-nul\n<html>\n";"""
+        r""" printf "e1\0e2\n  spaced  \n" >&2'"""
+        "\n",
+    )
+    pcsystemd(box, "reload")
+    cursor = journal_cursor(box)
+    assert start_and_wait(box, "tricky") == 0
+
+    def finished_journal() -> str:
+        text = journal_of(box, "tricky", after=cursor)
+        return text if "tricky: success" in text else ""
+
+    journal = wait_until(finished_journal, 15, message="the run's result message in the journal")
+    for line in ("<3>fake-err", "plain", "<0>after-nul", "<html>"):
+        assert f"{line}\n" in journal, (line, journal)
+    errors = journal_of(box, "tricky", after=cursor, most_priority=3).splitlines()
+    assert errors == ["e1", "e2", "  spaced"], errors
+    assert "[stdout] plain\0<0>after-nul\n" in run_log(box, "tricky"), "the log keeps the NUL"
+
+
 def test_a_failing_run_ends_the_unit_with_exit_code(clean_sandbox: Sandbox) -> None:
     box = clean_sandbox
     write_job(box, "fails", "name: Fails\ncommand: /bin/sh -c 'echo broken >&2; exit 3'\n")
