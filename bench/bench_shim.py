@@ -37,6 +37,7 @@ free space in $TMPDIR for the 1 GiB case.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -100,6 +101,7 @@ def set_up(work: Path) -> Path:
     return config
 
 
+@functools.cache  # both sections ask; each asking starts a python3
 def interpreters() -> list[tuple[str, list[str]]]:
     """(label, interpreter argv) of each install measured: Debian's python3 if it has yaml,
     with the -IS of the package's entry point (#!/usr/bin/python3 -IS), and this one."""

@@ -100,12 +100,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-    from pcsystemd.model import GlobalConfig, Job
 
 __all__ = [
     "DRAIN_SECONDS",
     "KILL_GRACE_SECONDS",
-    "run_job",
     "run_spec",
     "stop_timeout_seconds",
 ]
@@ -126,7 +124,7 @@ SYSTEMD_BACKSTOP_SECONDS = 1.0
 # A SIGTERM this close to the deadline counts as the timeout (clock granularity).
 _DEADLINE_TOLERANCE = 0.25
 # How much of the shim's own start-up may count towards the timeout (systemd's clock starts
-# when the process is executed, ours when run_job() is called).
+# when the process is executed, ours when run_spec() is called).
 _STARTUP_ALLOWANCE = 10.0
 # Where the run's view of the job came from (the log header says it).
 SPEC_FROM_UNIT = "as compiled into the unit"
@@ -703,27 +701,6 @@ def _spawn_failure(argv: Sequence[str], error: OSError, working_directory: str |
         )
     message = f"cannot execute {argv[0]}: {error.strerror}"
     return Outcome(RunResult.ERROR, message=message, shim_exit=EXIT_NOT_EXECUTABLE)
-
-
-def run_job(
-    job: Job,
-    config: GlobalConfig,
-    *,
-    slow_start: bool = False,
-    lock_fd: int | None = None,
-    kill_grace_seconds: float = KILL_GRACE_SECONDS,
-    drain_seconds: float = DRAIN_SECONDS,
-    die_by_signal: bool = False,
-) -> int:
-    """Run a loaded job once, as the shim does (see `run_spec`)."""
-    return run_spec(
-        runspec.compile_spec(job, config),
-        slow_start=slow_start,
-        lock_fd=lock_fd,
-        kill_grace_seconds=kill_grace_seconds,
-        drain_seconds=drain_seconds,
-        die_by_signal=die_by_signal,
-    )
 
 
 def run_spec(

@@ -208,22 +208,22 @@ class Supervisor:
         self.main_pid, self.main_status = pid, None
         self.output.start_writer()
         try:
-            return self._supervise(
-                pid, stdout, stderr, timeout_at=timeout_at, stop_result=stop_result
+            stop_reason = self._copy_until_done(
+                {stdout: STDOUT, stderr: STDERR}, timeout_at, stop_result
             )
         finally:
             self.output.stop_writer()
+        assert self.main_status is not None
+        return self.main_status, stop_reason
 
-    def _supervise(
+    def _copy_until_done(
         self,
-        pid: int,
-        stdout: int,
-        stderr: int,
-        *,
+        streams: dict[int, int],
         timeout_at: float | None,
         stop_result: Callable[[], RunResult],
-    ) -> tuple[int, RunResult | None]:
-        streams = {stdout: STDOUT, stderr: STDERR}
+    ) -> RunResult | None:
+        """The loop of `supervise` (`streams`: pipe read end → STDOUT or STDERR); returns why
+        the shim ended the command, if it did."""
         poller = select.poll()
         for fd in streams:
             _enlarge_pipe(fd)
@@ -302,8 +302,7 @@ class Supervisor:
                     self.note("output pipes still open after SIGKILL: closing them", None)
                     break
         self._end_leftovers(already_signalled=term_sent_at is not None)
-        assert self.main_status is not None
-        return self.main_status, stop_reason
+        return stop_reason
 
     def _read(self, fd: int, stream: int) -> bool:
         """Copy what the pipe has; False at end of file."""

@@ -1,8 +1,8 @@
 """Helpers for the shim's integration tests: model objects and a real shim process.
 
-The shim is started as its own Python process running `runner.run_job()` on a pickled
-`Job` and `GlobalConfig`, so every test exercises real processes, pipes, signals, flock and
-files, independently of the YAML loader.
+The shim is started as its own Python process running `runner.run_spec()` on the spec of a
+pickled `Job` and `GlobalConfig`, so every test exercises real processes, pipes, signals,
+flock and files, independently of the YAML loader.
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ def readable_package_root() -> str:
     return str(root)
 
 
-# Runs run_job() in a fresh process; the shim's peak RSS (KiB) goes to a file. VmHWM, not
+# Runs run_spec() in a fresh process; the shim's peak RSS (KiB) goes to a file. VmHWM, not
 # getrusage(): ru_maxrss keeps the high-water mark of the address space before exec, which
 # for a child forked from pytest is pytest's own. Every read of a history file can be
 # logged to another file, one line per read.
 _DRIVER = """
 import pickle, sys
-from pcsystemd import history, runner
+from pcsystemd import history, runner, runspec
 with open(sys.argv[1], "rb") as handle:
     job, config, options, usage_file, reads_file = pickle.load(handle)
 if reads_file:
@@ -77,7 +77,8 @@ if reads_file:
         return read_bounded(path)
     history._read_bounded = logged_read
 try:
-    status = runner.run_job(job, config, die_by_signal=True, **options)
+    spec = runspec.compile_spec(job, config)
+    status = runner.run_spec(spec, die_by_signal=True, **options)
 finally:
     if usage_file:
         with open("/proc/self/status") as status_file:
@@ -137,7 +138,7 @@ def start_shim(
     preexec_fn: Callable[[], None] | None = None,
     **options: Any,
 ) -> subprocess.Popen[bytes]:
-    """Start the shim on `job` in its own process; `options` go to run_job()."""
+    """Start the shim on `job` in its own process; `options` go to run_spec()."""
     options.setdefault("kill_grace_seconds", 1.0)
     options.setdefault("drain_seconds", 1.0)
     work.mkdir(parents=True, exist_ok=True)
