@@ -15,11 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from pcsystemd import model, schema
+from pcsystemd import fieldparsers, jobbuild, model, schema
 from pcsystemd.errors import ConfigError, GlobalConfigError
-from pcsystemd.model import GlobalConfig, Mode
-from pcsystemd.runspec import ABSENT, content_fingerprint
-from pcsystemd.schema import (
+from pcsystemd.fieldparsers import (
     INVALID,
     Checker,
     Parser,
@@ -34,6 +32,8 @@ from pcsystemd.schema import (
     type_error,
     unknown_key_message,
 )
+from pcsystemd.model import GlobalConfig, Mode
+from pcsystemd.runspec import ABSENT, content_fingerprint
 from pcsystemd.yamlload import Mark, MarkedMap, parse_yaml, read_limited
 
 # typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
@@ -107,7 +107,7 @@ def _defaults(ck: Checker, value: Any, mark: Mark, label: str) -> Any:
 
 def _host(ck: Checker, value: Any, mark: Mark, label: str) -> Any:
     if not isinstance(value, str) or not _HOST_PATTERN.fullmatch(value):
-        shown = schema.show(value) if isinstance(value, str) else schema.describe(value)
+        shown = fieldparsers.show(value) if isinstance(value, str) else fieldparsers.describe(value)
         return ck.error(mark, f"'{label}' must be a host name or address, not {shown}")
     return value
 
@@ -429,7 +429,7 @@ def parse_global_config(data: MarkedMap, path: Path) -> GlobalConfig:
         raise GlobalConfigError(ck.diagnostics)
     config = GlobalConfig(source_path=path, **valid)
     if config.defaults:
-        problems = schema.check_defaults(_marked(config.defaults), config)
+        problems = jobbuild.check_defaults(_marked(config.defaults), config)
         if problems:
             raise GlobalConfigError(problems)
     return config

@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pcsystemd.errors import ConfigError, Diagnostic
+from pcsystemd.fieldparsers import SLUG_PATTERN, SLUG_RULE, config_name
+from pcsystemd.jobbuild import build_job
 from pcsystemd.model import RELOAD_SERVICE_UNIT, RELOAD_SLUG, GlobalConfig, Job
 from pcsystemd.runspec import content_fingerprint
-from pcsystemd.schema import SLUG_PATTERN, SLUG_RULE, build_job, config_name
 from pcsystemd.yamlload import parse_yaml, read_limited
 
 JOB_SUFFIX = ".yaml"

@@ -53,8 +53,8 @@ def _report(slug: str, message: str, result: RunResult = RunResult.ERROR) -> Non
 
 def _record_unloadable(config: GlobalConfig, slug: str, message: str) -> None:
     """Put a job file that vanished or broke since the units were made into its history."""
+    from pcsystemd.fieldparsers import SLUG_PATTERN  # loaded already: the job load just failed
     from pcsystemd.history import history_directory
-    from pcsystemd.schema import SLUG_PATTERN  # loaded already: the job load just failed
 
     directory = history_directory(config, slug)
     if not SLUG_PATTERN.fullmatch(slug) or not os.path.isdir(directory):

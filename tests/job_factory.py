@@ -8,8 +8,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pcsystemd.jobbuild import build_job
 from pcsystemd.model import GlobalConfig, Job
-from pcsystemd.schema import build_job
 from pcsystemd.yamlload import parse_yaml
 
 

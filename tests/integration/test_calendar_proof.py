@@ -322,7 +322,7 @@ def test_timezone_suffix_agrees_with_explain(base_utc: datetime) -> None:
 
 
 def test_importing_schedule_loads_no_third_party_module() -> None:
-    """The shim imports schema → schedule at start-up; croniter and friends must stay unloaded."""
+    """The shim imports jobbuild → schedule at start-up; croniter and friends must stay unloaded."""
     code = (
         "import sys; import pcsystemd.schedule\n"
         "loaded = sorted(m for m in ('croniter', 'dateutil', 'jinja2', 'yaml', 'pystemd')"

@@ -35,7 +35,9 @@ HEAVY = (
     "croniter",
     "pystemd",
     "pcsystemd.model",
+    "pcsystemd.fieldparsers",
     "pcsystemd.schema",
+    "pcsystemd.jobbuild",
 )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from pcsystemd import escape, runspec
+from pcsystemd.jobbuild import build_job
 from pcsystemd.model import GlobalConfig, Job, Mode
 from pcsystemd.render import render_all, unit_settings
-from pcsystemd.schema import build_job
 from pcsystemd.yamlload import parse_yaml
 
 from .harness import Sandbox

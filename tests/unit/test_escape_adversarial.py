@@ -22,9 +22,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pcsystemd import escape
+from pcsystemd.jobbuild import build_job
 from pcsystemd.model import GlobalConfig, Job
 from pcsystemd.render import RenderError, render_all
-from pcsystemd.schema import build_job
 from pcsystemd.yamlload import parse_yaml
 
 WHITESPACE = " \t\n\r"

@@ -10,13 +10,13 @@ import pytest
 from pcsystemd.errors import UsageError
 from pcsystemd.history import History, RunRecord, Trip
 from pcsystemd.model import RunResult
-from pcsystemd.operate import (
+from pcsystemd.operate import resolve_slug
+from pcsystemd.report import (
     format_duration,
     format_span,
     history_lines,
     parse_time,
     relative,
-    resolve_slug,
     table,
 )
 

@@ -16,7 +16,8 @@ from pcsystemd.model import (
     RunResult,
     Schedule,
 )
-from pcsystemd.operate import JobReport, Target, status_lines
+from pcsystemd.operate import Target
+from pcsystemd.report import JobReport, status_lines
 from pcsystemd.systemd import TimerState, UnitState
 
 NOW = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)

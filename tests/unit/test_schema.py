@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcsystemd import schema
+from pcsystemd import fieldparsers, schema
+from pcsystemd.fieldparsers import split_command_line
+from pcsystemd.jobbuild import build_job, check_defaults
 from pcsystemd.model import GlobalConfig, Hardening, Job, Overlap, Retries
-from pcsystemd.schema import FIELDS, build_job, check_defaults, split_command_line
+from pcsystemd.schema import FIELDS
 from pcsystemd.yamlload import parse_yaml
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "job-format.md"
@@ -998,7 +1000,7 @@ def test_every_process_control_key_is_in_the_table() -> None:
 
 
 @pytest.mark.parametrize("field", FIELDS, ids=[field.key for field in FIELDS])
-def test_every_example_is_valid_on_its_own(field: schema.Field) -> None:
+def test_every_example_is_valid_on_its_own(field: fieldparsers.Field) -> None:
     context = "" if field.key == "command" else "command: /bin/true\n"
     if field.key == "overlap_wait":
         context += "overlap: wait\n"
