@@ -12,12 +12,20 @@ The shim's own messages (start, result, refusals) go as datagrams in the native 
 fields such as `PCSYSTEMD_JOB=` and `PCSYSTEMD_RUN=`. journald attributes a datagram to the unit
 through the sender's cgroup, so these appear under `journalctl -u` like the stream lines.
 Nothing here imports anything heavy: this is on the shim's start-up path.
+
+Neither way may block the shim for long. A journald that is hung or stopped (SIGSTOP, a
+debugger, a disk that does not answer) stops reading both sockets, and a plain write then
+waits for it for ever: the job's output pipe fills, the job blocks, and the shim, stuck in
+the write, can neither end the job at its timeout nor act on `systemctl stop`. So a datagram
+waits at most `DATAGRAM_TIMEOUT_SECONDS`, and the stream is written with `stream_sender`
+(each send non-blocking; runlog.write_all waits for room at most `STALL_SECONDS` at a time,
+then gives the stream up for the rest of the run: the log file still gets everything).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
@@ -33,6 +41,14 @@ PRIORITY_INFO = 6
 # journald.conf lets journald split them first: a piece of a stdout line could then start
 # with a `<N>` of the job's own.)
 STREAM_LINE_LIMIT = 32 * 1024
+
+# journald reads its streams as fast as it can; one that takes nothing of the shim's output
+# for this long is hung or stopped, and waiting longer would hold up the job's timeout and
+# `systemctl stop` (TimeoutStopSec= allows the shim RECORD_MARGIN_SECONDS for its records).
+STALL_SECONDS = 10.0
+# The longest a message of the shim's own waits for journald to take it as a datagram; one
+# that is not taken goes to the stream instead.
+DATAGRAM_TIMEOUT_SECONDS = 2.0
 
 # A datagram must fit in the socket's send buffer; larger ones would need a memfd. The shim's
 # messages are short, so values are cut to this length instead.
@@ -82,12 +98,44 @@ def send(fields: Mapping[str, str | bytes | int], socket_path: str = JOURNAL_SOC
     except OSError:
         return False
     try:
+        # With a timeout the socket is non-blocking underneath: a full queue (a hung journald)
+        # makes sendto raise TimeoutError after the wait instead of blocking the shim.
+        sock.settimeout(DATAGRAM_TIMEOUT_SECONDS)
         sock.sendto(encode_fields(fields), socket_path)
     except OSError:
         return False
     finally:
         sock.close()
     return True
+
+
+def stream_sender(fd: int = 1) -> Callable[[Sequence[bytes | memoryview]], int] | None:
+    """A send that never blocks on the stream socket `fd` (what os.writev would do, but
+    returning EAGAIN when journald has not made room); None if `fd` is not a socket.
+
+    MSG_DONTWAIT makes each send non-blocking without setting O_NONBLOCK on `fd`: that flag
+    belongs to the open file, which the shim shares with fd 2 and with whatever else holds
+    the stream, and would make their plain writes fail instead of wait.
+    """
+    import _socket
+
+    try:
+        # A duplicate, so that the socket object never closes `fd` itself (non-inheritable,
+        # like every descriptor os.dup makes: no job process gets it).
+        duplicate = os.dup(fd)
+    except OSError:
+        return None
+    try:
+        sock = _socket.socket(fileno=duplicate)
+    except OSError:  # not a socket (a file or a pipe named by $JOURNAL_STREAM)
+        os.close(duplicate)
+        return None
+    no_wait = _socket.MSG_DONTWAIT
+
+    def send(buffers: Sequence[bytes | memoryview]) -> int:
+        return sock.sendmsg(buffers, (), no_wait)
+
+    return send
 
 
 def _valid_field_name(name: str) -> bool:

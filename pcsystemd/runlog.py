@@ -29,6 +29,10 @@ and a writer that cannot keep up holds the reading back just as a blocking write
 Everything else written (the shim's own lines, the header and footer) first waits until the
 writer has written what is queued, and is then written directly, in order.
 
+A write to the journal or the terminal waits for room, but not for ever: after
+`journal.STALL_SECONDS` without progress (a hung journald) that destination is given up for
+the rest of the run, noted in the log file, and the log file goes on getting everything.
+
 Retention, applied after each run: a log file is removed when more than `log_retention_runs`
 newer runs exist, or when its run started more than `log_retention_days` days ago; 0 turns a
 limit off. The file of the run that just ended is always kept, and only files whose names
@@ -43,7 +47,7 @@ import select
 import time
 
 from pcsystemd.errors import RunError
-from pcsystemd.journal import STREAM_LINE_LIMIT
+from pcsystemd.journal import STALL_SECONDS, STREAM_LINE_LIMIT, stream_sender
 
 # The runtime shim imports this module at every job run. Not imported here for that reason:
 # re, datetime and pathlib (the log file names are parsed by hand), typing (the type
@@ -394,8 +398,14 @@ def journal_prefix(stream: int) -> bytes:
 class RunOutput:
     """Where captured output goes: the run's log file, and the journal or the terminal."""
 
-    def __init__(self, attached: bool, start: float) -> None:
+    def __init__(
+        self, attached: bool, start: float, *, stall_seconds: float = STALL_SECONDS
+    ) -> None:
         self.attached = attached  # our stdout is systemd's journal stream
+        # Writes to the journal stream never block (see journal.py); None: not a socket.
+        self._journal_send = stream_sender(1) if attached else None
+        # How long a write to the journal or the terminal may wait for room (write_all).
+        self.stall_seconds = stall_seconds
         self.log_fd: int | None = None
         self.log_path: str | None = None
         self.log_error: str | None = None
@@ -528,8 +538,9 @@ class RunOutput:
     def _write_mirror(self, fd: int, data: Sequence[Buffer]) -> None:
         if fd in self._mirror_broken:
             return
+        send = self._journal_send if fd == 1 else None
         try:
-            write_all(fd, data)
+            write_all(fd, data, send=send, stall_seconds=self.stall_seconds)
         except OSError as error:
             self._mirror_broken.add(fd)
             where = "the journal" if self.attached else f"file descriptor {fd}"
@@ -540,7 +551,9 @@ class RunOutput:
     def _note_mirror_failure(self) -> None:
         if self._mirror_note_due:
             self._mirror_note_due = False
-            self.log_lines([f"{self.mirror_error} (the log file still has everything)"])
+            self.log_lines(
+                [f"{self.mirror_error} (the log file still has everything)"], timestamped=True
+            )
 
 
 class BackgroundWriter:
@@ -656,22 +669,35 @@ def reuse_freed_memory() -> None:
         pass  # not glibc: nothing to tune
 
 
-def write_all(fd: int, buffers: Sequence[Buffer]) -> None:
-    """Write all of `buffers` (one writev per round), however the kernel splits it."""
+def write_all(
+    fd: int,
+    buffers: Sequence[Buffer],
+    *,
+    send: Callable[[Sequence[Buffer]], int] | None = None,
+    stall_seconds: float = STALL_SECONDS,
+) -> None:
+    """Write all of `buffers` to `fd` (one writev, or `send`, per round), however the kernel
+    splits it.
+
+    `send` is a non-blocking write to `fd` (journal.stream_sender); a descriptor may also be
+    non-blocking by itself (inherited so). Either way, when there is no room the write waits
+    for it, but never longer than `stall_seconds` without progress: then it fails with EAGAIN.
+    """
     views = [memoryview(buffer) for buffer in buffers if len(buffer)]
-    stalls = 0
+    stalled_until: float | None = None
     while views:
         try:
-            written = os.writev(fd, views)
-            stalls = 0
+            written = os.writev(fd, views) if send is None else send(views)
+            stalled_until = None
         except BlockingIOError:
-            # An inherited non-blocking descriptor: wait for room, but never forever.
-            stalls += 1
-            if stalls > 30:
-                raise OSError(errno.EAGAIN, "the reader does not keep up") from None
+            now = time.monotonic()
+            if stalled_until is None:
+                stalled_until = now + stall_seconds
+            elif now >= stalled_until:
+                raise OSError(errno.EAGAIN, f"nothing taken for {stall_seconds:g} s") from None
             poller = select.poll()
             poller.register(fd, select.POLLOUT)
-            poller.poll(1000)
+            poller.poll(max(1, int((stalled_until - now) * 1000)))
             continue
         while written:
             if written >= len(views[0]):

@@ -185,6 +185,7 @@ class _Run:
         *,
         kill_grace_seconds: float,
         drain_seconds: float,
+        output_stall_seconds: float,
         origin: str,
     ) -> None:
         self.spec = spec
@@ -201,7 +202,9 @@ class _Run:
         self.run_id = new_run_id(self.started)
         self.log_directory = spec.job_log_directory()
         self.state_directory = spec.job_state_directory()
-        self.output = RunOutput(journal.attached_to_journal(1), self.started)
+        self.output = RunOutput(
+            journal.attached_to_journal(1), self.started, stall_seconds=output_stall_seconds
+        )
         self.attempts = 0
         self.slow_start = False
         self.environment = self._child_environment()
@@ -375,6 +378,13 @@ class _Run:
         )
 
         outcome = self._attempts(commands)
+        if self.output.mirror_error is not None:
+            # The journal (or the terminal) missed the rest of the output: say where it is.
+            self.emit(
+                journal.PRIORITY_WARNING,
+                f"{self.output.mirror_error}; the run's output is complete only in"
+                f" {self.output.log_path}",
+            )
         if self.output.log_error is not None:
             self.emit(journal.PRIORITY_ERR, self.output.log_error)
             if outcome.result is RunResult.SUCCESS:
@@ -710,6 +720,7 @@ def run_spec(
     lock_fd: int | None = None,
     kill_grace_seconds: float = KILL_GRACE_SECONDS,
     drain_seconds: float = DRAIN_SECONDS,
+    output_stall_seconds: float = journal.STALL_SECONDS,
     die_by_signal: bool = False,
     origin: str = SPEC_READ,
 ) -> int:
@@ -729,6 +740,7 @@ def run_spec(
             signals,
             kill_grace_seconds=kill_grace_seconds,
             drain_seconds=drain_seconds,
+            output_stall_seconds=output_stall_seconds,
             origin=origin,
         )
         outcome = run.run(slow_start=slow_start, lock_fd=lock_fd)

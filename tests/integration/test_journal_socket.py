@@ -1,13 +1,20 @@
-"""Sending to a real datagram socket, as journald's /run/systemd/journal/socket is."""
+"""Sending to real sockets, as journald's /run/systemd/journal/socket and stream sockets are."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-from pcsystemd import journal
+import pytest
+
+from pcsystemd import journal, runlog
 
 
 def test_send_delivers_one_datagram_with_all_fields(tmp_path: Path) -> None:
@@ -48,3 +55,79 @@ def test_sending_leaves_the_socket_module_unimported(tmp_path: Path) -> None:
         receiver.settimeout(5)
         assert receiver.recv(65536) == b"MESSAGE=hello\n"
     assert result.stdout == "False\n"
+
+
+def test_a_datagram_journald_does_not_take_is_given_up_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung journald's queue fills up; the shim's message must not wait for it for ever."""
+    path = str(tmp_path / "socket")
+    monkeypatch.setattr(journal, "DATAGRAM_TIMEOUT_SECONDS", 0.3)
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler,
+    ):
+        receiver.bind(path)
+        filler.setblocking(False)
+        queued = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:  # until the receiver's queue is full
+                filler.sendto(b"MESSAGE=filler\n", path)
+                queued += 1
+        assert queued > 0
+        started = time.monotonic()
+        assert journal.send({"MESSAGE": "stuck"}, socket_path=path) is False
+        assert 0.3 <= time.monotonic() - started < 5
+
+
+def test_the_stream_sender_is_for_sockets_and_leaves_the_descriptor_blocking(
+    tmp_path: Path,
+) -> None:
+    with open(tmp_path / "file", "wb") as handle:
+        assert journal.stream_sender(handle.fileno()) is None
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        send = journal.stream_sender(ours.fileno())
+        assert send is not None
+        assert send([b"one ", memoryview(b"two")]) == 7
+        assert theirs.recv(100) == b"one two"
+        assert os.get_blocking(ours.fileno()), "O_NONBLOCK would change fd 2 and others too"
+
+
+def test_writing_to_a_stream_nobody_reads_fails_after_the_stall_limit() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        send = journal.stream_sender(ours.fileno())
+        started = time.monotonic()
+        with pytest.raises(OSError) as raised:
+            runlog.write_all(ours.fileno(), [b"x" * (8 << 20)], send=send, stall_seconds=0.3)
+        assert raised.value.errno == errno.EAGAIN
+        assert raised.value.strerror == "nothing taken for 0.3 s"
+        assert 0.3 <= time.monotonic() - started < 5
+
+
+def test_a_slow_reader_is_not_a_stall() -> None:
+    """Only a wait without any progress counts: a reader slower than the limit in total is fine."""
+    ours, theirs = socket.socketpair()
+    size = 4 << 20
+    received = bytearray()
+
+    def read_slowly() -> None:  # about 2 s for all of it, never a second without reading
+        while len(received) < size:
+            time.sleep(0.1)
+            received.extend(theirs.recv(256 * 1024))
+
+    with ours, theirs:
+        reader = threading.Thread(target=read_slowly, daemon=True)
+        reader.start()
+        started = time.monotonic()
+        data = os.urandom(size)
+        runlog.write_all(
+            ours.fileno(),
+            [data[:1000], memoryview(data)[1000:]],
+            send=journal.stream_sender(ours.fileno()),
+            stall_seconds=1.0,
+        )
+        reader.join(10)
+        assert time.monotonic() - started > 1.0
+        assert bytes(received) == data

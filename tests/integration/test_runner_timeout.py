@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -149,3 +151,43 @@ def test_stop_during_retry_delay(tmp_path: Path) -> None:
     assert process.returncode == -signal.SIGTERM
     run = last_run(config)
     assert run["result"] == "stopped" and run["attempts"] == 1
+
+
+def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
+    tmp_path: Path,
+) -> None:
+    """A hung journald stops reading the shim's stream. The shim gives the stream up once it
+    took nothing for the stall limit (a plain write would wait for ever, the job blocked on its
+    full pipe), the log file still gets every line, and the timeout ends the job."""
+    config = make_config(tmp_path)
+    lines = 400_000  # 4.4 MB: far more than the socket's buffers hold
+    job = make_job([shell(f"yes 0123456789 | head -n {lines}; exec sleep 300")], timeout_seconds=3)
+    ours, stream = socket.socketpair()  # journald's end, `ours`, is never read
+    with ours, stream:
+        status = os.fstat(stream.fileno())
+        started = time.monotonic()
+        finished = run_shim(
+            job,
+            config,
+            work=tmp_path,
+            timeout=30,
+            stdout=stream.fileno(),
+            environment={"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"},
+            kill_grace_seconds=0.5,
+            output_stall_seconds=1,
+        )
+        elapsed = time.monotonic() - started
+    assert finished.returncode == runner.EXIT_TIMEOUT, finished
+    assert 3 <= elapsed < 15
+    text = only_log(config)
+    # Every byte, in order (the shim's note may have ended a line early, so no newlines).
+    printed = [
+        line.partition(" [stdout] ")[2] for line in text.splitlines() if " [stdout] " in line
+    ]
+    assert "".join(printed) == "0123456789" * lines
+    assert (
+        " [pcsystemd] writing to the journal failed: nothing taken for 1 s"
+        " (the log file still has everything)\n"
+    ) in text
+    assert "# result: timeout\n" in text
+    assert last_run(config)["result"] == "timeout"

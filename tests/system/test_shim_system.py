@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from pcsystemd.journal import STALL_SECONDS
+
 from .harness import Sandbox, wait_until
 from .live import pcsystemd, write_job
 
@@ -190,6 +192,38 @@ def test_systemctl_stop_is_a_clean_stop_recorded_as_stopped(clean_sandbox: Sandb
     assert box.unit_property("pcsystemd-long.service", "Result") == "success"
     assert last_run(box, "long")["result"] == "stopped"
     assert "# result: stopped\n" in run_log(box, "long")
+
+
+def test_a_stopped_journald_does_not_hang_the_run(clean_sandbox: Sandbox) -> None:
+    """journald, stopped (as if hung), takes nothing from the unit's stdout stream: the shim
+    gives the stream up after its stall limit and the run completes, all output in its log."""
+    box = clean_sandbox
+    lines, line = 200_000, "x" * 99  # 20 MB: more than systemd's 8 MiB stream buffer holds
+    write_job(
+        box,
+        "flood",
+        f"name: Flood\ncommand: /bin/sh -c 'yes {line} | head -n {lines}; echo finished'\n"
+        "timeout: 2m\n",
+    )
+    pcsystemd(box, "reload")
+    cursor = journal_cursor(box)
+    box.systemctl("kill", "--signal=SIGSTOP", "systemd-journald.service")
+    try:
+        assert start_and_wait(box, "flood") == 0
+    finally:
+        box.systemctl("kill", "--signal=SIGCONT", "systemd-journald.service")
+    assert box.unit_property("pcsystemd-flood.service", "Result") == "success"
+    log = run_log(box, "flood")
+    note = f"[pcsystemd] writing to the journal failed: nothing taken for {STALL_SECONDS:g} s"
+    assert note in log
+    printed = [
+        entry.partition(" [stdout] ")[2] for entry in log.splitlines() if " [stdout] " in entry
+    ]
+    assert "".join(printed) == line * lines + "finished"
+    assert "# result: success\n" in log
+    # The shim's own warning went as a datagram, which journald read once it ran again.
+    warnings = journal_of(box, "flood", after=cursor, most_priority=4)
+    assert "the run's output is complete only in /var/log/pcsystemd/flood/flood-" in warnings
 
 
 def test_the_lock_file_is_out_of_the_job_users_reach(clean_sandbox: Sandbox) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,10 +77,10 @@ def test_a_failing_mirror_is_noted_in_the_log_after_what_was_queued(
 ) -> None:
     write_all = runlog.write_all
 
-    def stdout_gone(fd: int, buffers: Sequence[Buffer]) -> None:
+    def stdout_gone(fd: int, buffers: Sequence[Buffer], **options: Any) -> None:
         if fd == 1:
             raise OSError(errno.EPIPE, os.strerror(errno.EPIPE))
-        write_all(fd, buffers)
+        write_all(fd, buffers, **options)
 
     monkeypatch.setattr(runlog, "write_all", stdout_gone)
     output = make_output(tmp_path, "run.log", attached=False)
@@ -90,7 +91,10 @@ def test_a_failing_mirror_is_noted_in_the_log_after_what_was_queued(
     output.close_log()
     assert output.mirror_error == "writing to file descriptor 1 failed: Broken pipe"
     lines = (tmp_path / "run.log").read_bytes().splitlines()
-    note = b"writing to file descriptor 1 failed: Broken pipe (the log file still has everything)"
+    note = (
+        b"12:00:00.000 [pcsystemd] writing to file descriptor 1 failed: Broken pipe"
+        b" (the log file still has everything)"
+    )
     # Noted once, after the chunk that failed (the reading thread notices it a chunk or so
     # later), and the log still got every chunk.
     assert lines[0] == b"12:00:00.000 [stdout] one"
