@@ -30,10 +30,12 @@ Prints figures and ratios side by side (not a test; nothing is asserted):
      reading and writing threads share CPUs with the job, and every bit of CPU the
      shim spends more than cat (the line prefixes, a log file a fifth larger) shows as lost
      throughput. With a CPU more, the shim's threads would run beside the job.
-   Also shown: the same with the journal framing on (stdout named by $JOURNAL_STREAM,
-   pointed at /dev/null here), how much of the shim's time is its fixed cost per run
-   (section 1), which is not capture, and the peak RSS of the run (the largest of the shim
-   and its job, as /usr/bin/time reports it): flat, whatever the size of the output.
+   Also shown: the same with the shim's stdout a journal stream (a socket named by
+   $JOURNAL_STREAM, as under systemd, which a thread of this script reads as fast as it
+   can; its CPU is not counted, as journald's would not be), how much of the shim's time
+   is its fixed cost per run (section 1), which is not capture, and the peak RSS of the run
+   (the largest of the shim and its job, as /usr/bin/time reports it): flat, whatever the
+   size of the output.
    Every measured run follows an unmeasured run of the same command whose output was just
    deleted, so that each writes into memory of the same warmth: on a virtual machine whose
    host takes back freed memory (virtio-balloon free page reporting), the first touch of
@@ -47,17 +49,20 @@ free space in $TMPDIR for the 1 GiB case.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import print_output  # beside this script
@@ -235,34 +240,61 @@ def flood_jobs(work: Path, size: int, line_length: int) -> dict[str, tuple[str, 
     return jobs
 
 
+@contextlib.contextmanager
+def drained_journal_stream() -> Iterator[tuple[int, dict[str, str]]]:
+    """A stream socket for the shim's stdout, named by $JOURNAL_STREAM as under systemd; a
+    thread reads the other end as fast as it can (journald would parse it, too). Yields the
+    descriptor and the variable."""
+    reader, stream = socket.socketpair()
+
+    def drain() -> None:
+        buffer = bytearray(1 << 20)
+        while reader.recv_into(buffer):
+            pass
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    try:
+        status = os.fstat(stream.fileno())
+        yield stream.fileno(), {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+    finally:
+        stream.close()  # the shim has ended: the reader sees the end of the stream
+        thread.join()
+        reader.close()
+
+
 def throughput(work: Path, config: Path, args: argparse.Namespace, fixed_cost: float) -> None:
     """Print the figures of section 2: for each job, its output captured by the shim (log
     file; log file and journal) against the same job piped into `cat > file`."""
     install, python = interpreters()[0]
-    null = os.stat("/dev/null")
     baseline_out = work / "cat.out"
     logs = work / "log"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     jobs = flood_jobs(work, args.size, args.line_length)
-    # (slug, row): (argv, environment, where its output goes)
-    commands: dict[tuple[str, str], tuple[list[str], dict[str, str] | None, Path]] = {}
+    # (slug, row): (argv, environment, where its output goes, stdout a journal stream)
+    commands: dict[tuple[str, str], tuple[list[str], dict[str, str] | None, Path, bool]] = {}
     for slug, (_, job_argv) in jobs.items():
         shim = [*python, "-c", ENTRY, "run-job", "--config", str(config), slug]
-        environment = shim_environment(config, slug)
-        journal = {**environment, "JOURNAL_STREAM": f"{null.st_dev}:{null.st_ino}"}
+        shim_env = shim_environment(config, slug)
         piped = f"{shlex.join(job_argv)} | cat > {shlex.quote(str(baseline_out))}"
-        commands[slug, "cat"] = (["sh", "-c", piped], None, baseline_out)
-        commands[slug, "shim"] = (shim, environment, logs / slug)
-        commands[slug, "shim+journal"] = (shim, journal, logs / slug)
+        commands[slug, "cat"] = (["sh", "-c", piped], None, baseline_out, False)
+        commands[slug, "shim"] = (shim, shim_env, logs / slug, False)
+        commands[slug, "shim+journal"] = (shim, shim_env, logs / slug, True)
     wall: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
     rss: dict[tuple[str, str], int] = {key: 0 for key in commands}
     log_size = 0
     for _ in range(args.rounds):
-        for key, (argv, environment, output) in commands.items():
+        for key, (argv, environment, output, to_journal) in commands.items():
             for measured in (False, True):  # the warm-up run: see the module docstring
                 subprocess.run(["sync"], check=True)
-                seconds, peak, status, used = timed(argv, **quiet, env=environment)
+                with contextlib.ExitStack() as stack:
+                    stdout, env = subprocess.DEVNULL, environment
+                    if to_journal:
+                        stdout, stream_variable = stack.enter_context(drained_journal_stream())
+                        env = {**(environment or {}), **stream_variable}
+                    seconds, peak, status, used = timed(
+                        argv, stdout=stdout, stderr=subprocess.DEVNULL, env=env
+                    )
                 if status != 0:
                     sys.exit(f"{' '.join(key)} failed (exit status {status})")
                 if measured:
@@ -292,7 +324,7 @@ def throughput(work: Path, config: Path, args: argparse.Namespace, fixed_cost: f
         for row, label in (
             ("cat", "  JOB | cat > out"),
             ("shim", "  pcsystemd run-job (log)"),
-            ("shim+journal", "    ... + journal framing"),
+            ("shim+journal", "    ... + journal stream"),
         ):
             peak_text = f"{rss[slug, row] / 1024:.1f} MiB" if row != "cat" else ""
             print(

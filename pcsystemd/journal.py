@@ -17,15 +17,18 @@ Neither way may block the shim for long. A journald that is hung or stopped (SIG
 debugger, a disk that does not answer) stops reading both sockets, and a plain write then
 waits for it for ever: the job's output pipe fills, the job blocks, and the shim, stuck in
 the write, can neither end the job at its timeout nor act on `systemctl stop`. So a datagram
-waits at most `DATAGRAM_TIMEOUT_SECONDS`, and the stream is written with `stream_sender`
-(each send non-blocking; runlog.write_all waits for room at most `STALL_SECONDS` at a time,
-then gives the stream up for the rest of the run: the log file still gets everything).
+waits at most `DATAGRAM_TIMEOUT_SECONDS` (and after one timed out, the run sends no more),
+and the stream is written with `stream_sender`: each send is non-blocking, and
+runlog.write_all waits for room at most `STALL_SECONDS` without progress, or a second once
+the run must end, then gives the stream up for the rest of the run (the log file still gets
+everything).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
@@ -84,10 +87,21 @@ def encode_fields(fields: Mapping[str, str | bytes | int]) -> bytes:
     return b"".join(parts)
 
 
-def send(fields: Mapping[str, str | bytes | int], socket_path: str = JOURNAL_SOCKET) -> bool:
-    """Send one entry over the native protocol; False when journald cannot be reached."""
+class Delivery(Enum):
+    """What became of an entry sent as a datagram."""
+
+    SENT = "sent"
+    FAILED = "failed"  # no journald listening, or the entry refused
+    TIMED_OUT = "timed out"  # journald's queue stayed full: it is hung or stopped
+
+    def sent(self) -> bool:
+        return self is Delivery.SENT
+
+
+def send(fields: Mapping[str, str | bytes | int], socket_path: str = JOURNAL_SOCKET) -> Delivery:
+    """Send one entry over the native protocol."""
     if not os.path.exists(socket_path):
-        return False
+        return Delivery.FAILED
     # The C module `socket` wraps: every run under systemd sends at least two messages, and
     # importing `socket` costs each run milliseconds (it builds enums of all its constants),
     # for nothing a datagram needs.
@@ -96,17 +110,22 @@ def send(fields: Mapping[str, str | bytes | int], socket_path: str = JOURNAL_SOC
     try:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     except OSError:
-        return False
+        return Delivery.FAILED
     try:
         # With a timeout the socket is non-blocking underneath: a full queue (a hung journald)
-        # makes sendto raise TimeoutError after the wait instead of blocking the shim.
+        # makes send raise TimeoutError after the wait instead of blocking the shim. Connected,
+        # so that poll() waits for room in journald's queue; an unconnected datagram socket
+        # always polls writable, and the wait would spin.
         sock.settimeout(DATAGRAM_TIMEOUT_SECONDS)
-        sock.sendto(encode_fields(fields), socket_path)
+        sock.connect(socket_path)
+        sock.send(encode_fields(fields))
+    except TimeoutError:
+        return Delivery.TIMED_OUT
     except OSError:
-        return False
+        return Delivery.FAILED
     finally:
         sock.close()
-    return True
+    return Delivery.SENT
 
 
 def stream_sender(fd: int = 1) -> Callable[[Sequence[bytes | memoryview]], int] | None:

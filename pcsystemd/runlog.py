@@ -29,9 +29,11 @@ and a writer that cannot keep up holds the reading back just as a blocking write
 Everything else written (the shim's own lines, the header and footer) first waits until the
 writer has written what is queued, and is then written directly, in order.
 
-A write to the journal or the terminal waits for room, but not for ever: after
-`journal.STALL_SECONDS` without progress (a hung journald) that destination is given up for
-the rest of the run, noted in the log file, and the log file goes on getting everything.
+A write to the journal stream (or to a terminal descriptor inherited as non-blocking) waits
+for room, but not for ever: after `journal.STALL_SECONDS` without progress (a hung
+journald), or a second once the run must end (a stop, its time up), that destination is
+given up for the rest of the run and this is noted in the log file, which goes on getting
+everything.
 
 Retention, applied after each run: a log file is removed when more than `log_retention_runs`
 newer runs exist, or when its run started more than `log_retention_days` days ago; 0 turns a
@@ -85,6 +87,11 @@ WRITER_DEPTH = 2
 # Job output a run writes in its own thread before it starts the writer thread: most runs
 # print little, and a thread (and the threading module) would only cost them start-up time.
 WRITER_THRESHOLD_BYTES = 256 * 1024
+# How often a write that waits for room asks whether the run must end (a stop, a timeout),
+# and how long it may then still wait: a busy journald gets a moment, a hung one does not
+# keep the shim from ending the job within systemd's stop timeout.
+_GIVE_UP_CHECK_SECONDS = 0.25
+_HURRIED_STALL_SECONDS = 1.0
 
 
 def utc_timestamp(when: float) -> str:
@@ -399,19 +406,30 @@ class RunOutput:
     """Where captured output goes: the run's log file, and the journal or the terminal."""
 
     def __init__(
-        self, attached: bool, start: float, *, stall_seconds: float = STALL_SECONDS
+        self,
+        attached: bool,
+        start: float,
+        *,
+        stall_seconds: float = STALL_SECONDS,
+        must_end: Callable[[], bool] | None = None,
     ) -> None:
         self.attached = attached  # our stdout is systemd's journal stream
         # Writes to the journal stream never block (see journal.py); None: not a socket.
         self._journal_send = stream_sender(1) if attached else None
-        # How long a write to the journal or the terminal may wait for room (write_all).
+        # How long a write to the journal (or a non-blocking terminal) may wait for room
+        # (write_all), and whether the run must end now, when it may wait a second at most
+        # (asked from the writer thread too).
         self.stall_seconds = stall_seconds
+        self._must_end = must_end
         self.log_fd: int | None = None
         self.log_path: str | None = None
         self.log_error: str | None = None
+        # The first write to the journal or the terminal that failed, if any.
         self.mirror_error: str | None = None
         self._mirror_broken: set[int] = set()
-        self._mirror_note_due = False
+        # Failures for the log file, appended by whichever thread wrote (list.append and pop
+        # are atomic), noted by the reading thread.
+        self._mirror_notes: list[str] = []
         # Both used by the reading thread only (see the module docstring).
         self._file_framer = LineFramer()
         self._journal_framer = JournalFramer()
@@ -540,20 +558,22 @@ class RunOutput:
             return
         send = self._journal_send if fd == 1 else None
         try:
-            write_all(fd, data, send=send, stall_seconds=self.stall_seconds)
+            write_all(fd, data, send=send, stall_seconds=self.stall_seconds, give_up=self._must_end)
         except OSError as error:
             self._mirror_broken.add(fd)
-            where = "the journal" if self.attached else f"file descriptor {fd}"
-            self.mirror_error = f"writing to {where} failed: {error.strerror}"
+            if self.attached:
+                where = "the journal"
+            else:
+                where = "standard output" if fd == 1 else "standard error"
+            failure = f"writing to {where} failed: {error.strerror}"
+            self.mirror_error = self.mirror_error or failure
             # Noted in the log by the reading thread: the file framer's state is its own.
-            self._mirror_note_due = True
+            self._mirror_notes.append(failure)
 
     def _note_mirror_failure(self) -> None:
-        if self._mirror_note_due:
-            self._mirror_note_due = False
-            self.log_lines(
-                [f"{self.mirror_error} (the log file still has everything)"], timestamped=True
-            )
+        while self._mirror_notes:
+            failure = self._mirror_notes.pop(0)
+            self.log_lines([f"{failure} (the log file still has everything)"], timestamped=True)
 
 
 class BackgroundWriter:
@@ -675,29 +695,38 @@ def write_all(
     *,
     send: Callable[[Sequence[Buffer]], int] | None = None,
     stall_seconds: float = STALL_SECONDS,
+    give_up: Callable[[], bool] | None = None,
 ) -> None:
     """Write all of `buffers` to `fd` (one writev, or `send`, per round), however the kernel
     splits it.
 
     `send` is a non-blocking write to `fd` (journal.stream_sender); a descriptor may also be
     non-blocking by itself (inherited so). Either way, when there is no room the write waits
-    for it, but never longer than `stall_seconds` without progress: then it fails with EAGAIN.
+    for it, but not longer than `stall_seconds` without progress (a second, once `give_up()`
+    says the run must end): then it fails with EAGAIN.
     """
     views = [memoryview(buffer) for buffer in buffers if len(buffer)]
-    stalled_until: float | None = None
+    stalled_since: float | None = None
     while views:
         try:
             written = os.writev(fd, views) if send is None else send(views)
-            stalled_until = None
+            stalled_since = None
         except BlockingIOError:
             now = time.monotonic()
-            if stalled_until is None:
-                stalled_until = now + stall_seconds
-            elif now >= stalled_until:
-                raise OSError(errno.EAGAIN, f"nothing taken for {stall_seconds:g} s") from None
+            if stalled_since is None:
+                stalled_since = now
+            limit = stall_seconds
+            if give_up is not None and give_up():
+                limit = min(stall_seconds, _HURRIED_STALL_SECONDS)
+            waited = now - stalled_since
+            if waited >= limit:
+                raise OSError(errno.EAGAIN, f"nothing taken for {limit:g} s") from None
+            wait = limit - waited
+            if give_up is not None:
+                wait = min(wait, _GIVE_UP_CHECK_SECONDS)
             poller = select.poll()
             poller.register(fd, select.POLLOUT)
-            poller.poll(max(1, int((stalled_until - now) * 1000)))
+            poller.poll(max(1, int(wait * 1000)))
             continue
         while written:
             if written >= len(views[0]):

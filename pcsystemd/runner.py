@@ -203,8 +203,12 @@ class _Run:
         self.log_directory = spec.job_log_directory()
         self.state_directory = spec.job_state_directory()
         self.output = RunOutput(
-            journal.attached_to_journal(1), self.started, stall_seconds=output_stall_seconds
+            journal.attached_to_journal(1),
+            self.started,
+            stall_seconds=output_stall_seconds,
+            must_end=self._must_end,
         )
+        self.journald_hung = False  # a datagram timed out: send no more
         self.attempts = 0
         self.slow_start = False
         self.environment = self._child_environment()
@@ -231,9 +235,12 @@ class _Run:
             "PCSYSTEMD_RUN": self.run_id,
         }
         entry.update({f"PCSYSTEMD_{name.upper()}": value for name, value in fields.items()})
-        sent = journal.send(entry)
+        # One datagram that journald left waiting is enough: the rest of the run's messages
+        # would each wait as long, eating into the time systemd allows for a stop.
+        delivery = journal.Delivery.TIMED_OUT if self.journald_hung else journal.send(entry)
+        self.journald_hung = delivery is journal.Delivery.TIMED_OUT
         if self.output.attached:
-            if not sent:
+            if not delivery.sent():
                 self.output.journal_line(priority, str(entry["MESSAGE"]))
         else:
             self.output.terminal_line(f"pcsystemd: {entry['MESSAGE']}")
@@ -378,7 +385,7 @@ class _Run:
         )
 
         outcome = self._attempts(commands)
-        if self.output.mirror_error is not None:
+        if self.output.mirror_error is not None and self.output.log_error is None:
             # The journal (or the terminal) missed the rest of the output: say where it is.
             self.emit(
                 journal.PRIORITY_WARNING,
@@ -547,10 +554,12 @@ class _Run:
         if outcome.signal:
             fields["signal"] = outcome.signal
         duration = time.time() - self.started
+        # Recorded first: if journald keeps the messages waiting, systemd's stop timeout may
+        # end the shim, and the history must have the run by then.
+        _, problem = self.record(outcome)
         self.emit(
             priority, f"{outcome.describe()} after {duration:.1f} s, log {log_file}", **fields
         )
-        _, problem = self.record(outcome)
         if problem is not None:
             self.emit(journal.PRIORITY_ERR, problem)
             if not outcome.result.is_failure():
@@ -620,6 +629,16 @@ class _Run:
             return None
         deadline = self.origin + self.spec.timeout_seconds
         return deadline + SYSTEMD_BACKSTOP_SECONDS if self.under_systemd else deadline
+
+    def _must_end(self) -> bool:
+        """Whether the run must end now (stopped, or its time is up): output must not wait.
+
+        Asked from the output's writer thread as well; it only reads.
+        """
+        if self.signals.stop_signal is not None:
+            return True
+        deadline = self._own_deadline()
+        return deadline is not None and time.monotonic() >= deadline
 
     def _stop_result(self) -> RunResult:
         """What a stop signal means: the run's time is up (timeout) or a deliberate stop."""

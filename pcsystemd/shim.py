@@ -41,7 +41,7 @@ def _report(slug: str, message: str, result: RunResult = RunResult.ERROR) -> Non
         "PCSYSTEMD_JOB": slug,
         "PCSYSTEMD_RESULT": result.value,
     }
-    sent = journal.send(fields)
+    sent = journal.send(fields).sent()
     if journal.attached_to_journal(2):
         if not sent:
             text = "".join(f"<{journal.PRIORITY_ERR}>{line}\n" for line in message.splitlines())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import socket
@@ -22,7 +21,7 @@ def test_send_delivers_one_datagram_with_all_fields(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)
         fields = {"MESSAGE": "line one\nline two", "PCSYSTEMD_JOB": "demo", "PRIORITY": 4}
-        assert journal.send(fields, socket_path=path)
+        assert journal.send(fields, socket_path=path) is journal.Delivery.SENT
         receiver.settimeout(5)
         assert receiver.recv(65536) == journal.encode_fields(fields)
 
@@ -32,7 +31,7 @@ def test_send_to_a_dead_socket_fails_quietly(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(str(path))
     assert path.exists()
-    assert journal.send({"MESSAGE": "x"}, socket_path=str(path)) is False
+    assert journal.send({"MESSAGE": "x"}, socket_path=str(path)) is journal.Delivery.FAILED
 
 
 def test_sending_leaves_the_socket_module_unimported(tmp_path: Path) -> None:
@@ -41,7 +40,7 @@ def test_sending_leaves_the_socket_module_unimported(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from pcsystemd import journal\n"
-        f"assert journal.send({{'MESSAGE': 'hello'}}, socket_path={path!r})\n"
+        f"assert journal.send({{'MESSAGE': 'hello'}}, socket_path={path!r}).sent()\n"
         "print('socket' in sys.modules)\n"
     )
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
@@ -60,24 +59,35 @@ def test_sending_leaves_the_socket_module_unimported(tmp_path: Path) -> None:
 def test_a_datagram_journald_does_not_take_is_given_up_after_the_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hung journald's queue fills up; the shim's message must not wait for it for ever."""
+    """A hung journald's queue fills up; the shim's message must not wait for it for ever,
+    nor spin while it waits."""
     path = str(tmp_path / "socket")
-    monkeypatch.setattr(journal, "DATAGRAM_TIMEOUT_SECONDS", 0.3)
-    with (
-        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver,
-        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler,
-    ):
+    monkeypatch.setattr(journal, "DATAGRAM_TIMEOUT_SECONDS", 0.5)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         receiver.bind(path)
-        filler.setblocking(False)
-        queued = 0
-        with contextlib.suppress(BlockingIOError):
-            while True:  # until the receiver's queue is full
-                filler.sendto(b"MESSAGE=filler\n", path)
-                queued += 1
-        assert queued > 0
-        started = time.monotonic()
-        assert journal.send({"MESSAGE": "stuck"}, socket_path=path) is False
-        assert 0.3 <= time.monotonic() - started < 5
+        # A fresh sender per datagram, so that what fills up is the receiver's queue
+        # (net.unix.max_dgram_qlen), not one sender's buffer.
+        for _ in range(100_000):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+                filler.setblocking(False)
+                try:
+                    filler.sendto(b"MESSAGE=filler\n", path)
+                except BlockingIOError:
+                    break
+        else:
+            pytest.fail("the receiver's queue never filled up")
+        outcome: list[journal.Delivery] = []
+        started, cpu_started = time.monotonic(), time.process_time()
+        sender = threading.Thread(
+            target=lambda: outcome.append(journal.send({"MESSAGE": "stuck"}, socket_path=path))
+        )
+        sender.start()
+        sender.join(10)
+        assert not sender.is_alive(), "send waited for journald for ever"
+        assert outcome == [journal.Delivery.TIMED_OUT]
+        assert 0.5 <= time.monotonic() - started < 5
+        # It slept while it waited: a spinning wait would cost the whole 0.5 s of CPU.
+        assert time.process_time() - cpu_started < 0.25
 
 
 def test_the_stream_sender_is_for_sockets_and_leaves_the_descriptor_blocking(
@@ -94,8 +104,19 @@ def test_the_stream_sender_is_for_sockets_and_leaves_the_descriptor_blocking(
         assert os.get_blocking(ours.fileno()), "O_NONBLOCK would change fd 2 and others too"
 
 
+def small_send_buffer(sock: socket.socket) -> socket.socket:
+    """The writing end of a stream with a send buffer of its own size, whatever the host's
+    default (net.core.wmem_default): what a test writes must not all fit into it."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
+    return sock
+
+
+SMALL_SEND_BUFFER = 64 * 1024
+
+
 def test_writing_to_a_stream_nobody_reads_fails_after_the_stall_limit() -> None:
     ours, theirs = socket.socketpair()
+    small_send_buffer(ours)
     with ours, theirs:
         send = journal.stream_sender(ours.fileno())
         started = time.monotonic()
@@ -109,10 +130,11 @@ def test_writing_to_a_stream_nobody_reads_fails_after_the_stall_limit() -> None:
 def test_a_slow_reader_is_not_a_stall() -> None:
     """Only a wait without any progress counts: a reader slower than the limit in total is fine."""
     ours, theirs = socket.socketpair()
-    size = 4 << 20
+    small_send_buffer(ours)
+    size = 2 << 20
     received = bytearray()
 
-    def read_slowly() -> None:  # about 2 s for all of it, never a second without reading
+    def read_slowly() -> None:  # 1.6 s or more for all of it, never a second without reading
         while len(received) < size:
             time.sleep(0.1)
             received.extend(theirs.recv(256 * 1024))

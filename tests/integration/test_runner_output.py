@@ -13,6 +13,7 @@ import pytest
 from journald_stream import journald_entries
 from shim_helpers import (
     last_run,
+    log_files,
     make_config,
     make_job,
     only_log,
@@ -200,3 +201,25 @@ def test_one_gibibyte_of_output_with_flat_memory(tmp_path: Path) -> None:
     finally:
         log.unlink()
     assert last_run(config)["result"] == "success"
+
+
+def test_a_run_by_hand_whose_stdout_closes_says_where_the_output_is(tmp_path: Path) -> None:
+    """`pcsystemd run-job … | head -1`: the terminal copy breaks, the log file keeps it all."""
+    config = make_config(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        finished = run_shim(
+            make_job([shell("seq 1 1000")]), config, work=tmp_path, stdout=write_end
+        )
+    finally:
+        os.close(write_end)
+    assert finished.returncode == 0, finished
+    [log] = log_files(config)
+    failure = b"writing to standard output failed: Broken pipe"
+    warning = failure + f"; the run's output is complete only in {log}\n".encode()
+    assert warning in finished.stderr, finished
+    text = log.read_bytes()
+    expected = b"\n".join(str(number).encode() for number in range(1, 1001))
+    assert captured(text, b"stdout") == expected
+    assert b" [pcsystemd] " + failure + b" (the log file still has everything)\n" in text

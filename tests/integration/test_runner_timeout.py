@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from shim_helpers import (
     last_run,
+    log_files,
     make_config,
     make_job,
     only_log,
@@ -17,6 +20,7 @@ from shim_helpers import (
     run_shim,
     shell,
     start_shim,
+    terminate,
     wait_for,
 )
 
@@ -153,6 +157,31 @@ def test_stop_during_retry_delay(tmp_path: Path) -> None:
     assert run["result"] == "stopped" and run["attempts"] == 1
 
 
+# A job that prints 4.4 MB (far more than the stream's send buffer holds), then waits.
+FLOOD_LINES = 400_000
+FLOOD = f"yes 0123456789 | head -n {FLOOD_LINES}; exec sleep 300"
+
+
+@contextlib.contextmanager
+def unread_journal_stream() -> Iterator[tuple[int, dict[str, str]]]:
+    """A journal stream whose reader, journald's end, never reads (as if journald hung): the
+    descriptor for the shim's stdout, and the $JOURNAL_STREAM naming it."""
+    unread, stream = socket.socketpair()
+    # Whatever the host's default: the output must not all fit into the socket.
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    with unread, stream:
+        status = os.fstat(stream.fileno())
+        yield stream.fileno(), {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+
+
+def assert_whole_flood_logged(text: str) -> None:
+    # Every byte, in order (the shim's note may have ended a line early, so no newlines).
+    printed = [
+        line.partition(" [stdout] ")[2] for line in text.splitlines() if " [stdout] " in line
+    ]
+    assert "".join(printed) == "0123456789" * FLOOD_LINES
+
+
 def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
     tmp_path: Path,
 ) -> None:
@@ -160,19 +189,16 @@ def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
     took nothing for the stall limit (a plain write would wait for ever, the job blocked on its
     full pipe), the log file still gets every line, and the timeout ends the job."""
     config = make_config(tmp_path)
-    lines = 400_000  # 4.4 MB: far more than the socket's buffers hold
-    job = make_job([shell(f"yes 0123456789 | head -n {lines}; exec sleep 300")], timeout_seconds=3)
-    ours, stream = socket.socketpair()  # journald's end, `ours`, is never read
-    with ours, stream:
-        status = os.fstat(stream.fileno())
+    job = make_job([shell(FLOOD)], timeout_seconds=3)
+    with unread_journal_stream() as (stream, environment):
         started = time.monotonic()
         finished = run_shim(
             job,
             config,
             work=tmp_path,
             timeout=30,
-            stdout=stream.fileno(),
-            environment={"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"},
+            stdout=stream,
+            environment=environment,
             kill_grace_seconds=0.5,
             output_stall_seconds=1,
         )
@@ -180,14 +206,63 @@ def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
     assert finished.returncode == runner.EXIT_TIMEOUT, finished
     assert 3 <= elapsed < 15
     text = only_log(config)
-    # Every byte, in order (the shim's note may have ended a line early, so no newlines).
-    printed = [
-        line.partition(" [stdout] ")[2] for line in text.splitlines() if " [stdout] " in line
-    ]
-    assert "".join(printed) == "0123456789" * lines
+    assert_whole_flood_logged(text)
     assert (
         " [pcsystemd] writing to the journal failed: nothing taken for 1 s"
         " (the log file still has everything)\n"
     ) in text
     assert "# result: timeout\n" in text
     assert last_run(config)["result"] == "timeout"
+
+
+def test_a_timeout_during_a_journal_stall_ends_the_job_on_time(tmp_path: Path) -> None:
+    """The stall limit is long, the timeout comes first: the shim waits a second at most."""
+    config = make_config(tmp_path)
+    job = make_job([shell(FLOOD)], timeout_seconds=2)
+    with unread_journal_stream() as (stream, environment):
+        started = time.monotonic()
+        finished = run_shim(
+            job,
+            config,
+            work=tmp_path,
+            timeout=25,
+            stdout=stream,
+            environment=environment,
+            kill_grace_seconds=0.5,
+            output_stall_seconds=60,
+        )
+        elapsed = time.monotonic() - started
+    assert finished.returncode == runner.EXIT_TIMEOUT, finished
+    assert 2 <= elapsed < 10
+    text = only_log(config)
+    assert "[pcsystemd] writing to the journal failed: nothing taken for 1 s" in text
+    assert "# result: timeout\n" in text
+
+
+def test_a_stop_during_a_journal_stall_is_acted_on_at_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    job = make_job([shell(FLOOD)], timeout_seconds=600)
+    with unread_journal_stream() as (stream, environment):
+        process = start_shim(
+            job,
+            config,
+            work=tmp_path,
+            stdout=stream,
+            environment=environment,
+            kill_grace_seconds=0.5,
+            output_stall_seconds=60,
+        )
+        try:
+            wait_for(lambda: log_files(config), 10, "the run's log file")
+            time.sleep(1)  # the stream is full by now, the shim waiting for room
+            stopped_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=20)
+        finally:
+            terminate(process, signal.SIGKILL)
+    assert time.monotonic() - stopped_at < 8
+    assert process.returncode == -signal.SIGTERM
+    text = only_log(config)
+    assert "[pcsystemd] writing to the journal failed: nothing taken for 1 s" in text
+    assert "# result: stopped\n" in text
+    assert last_run(config)["result"] == "stopped"

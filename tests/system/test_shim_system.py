@@ -199,29 +199,41 @@ def test_a_stopped_journald_does_not_hang_the_run(clean_sandbox: Sandbox) -> Non
     gives the stream up after its stall limit and the run completes, all output in its log."""
     box = clean_sandbox
     lines, line = 200_000, "x" * 99  # 20 MB: more than systemd's 8 MiB stream buffer holds
+    go = "/run/pcsystemd-test-flood-go"
+    box.exec(["rm", "-f", go])
     write_job(
         box,
         "flood",
-        f"name: Flood\ncommand: /bin/sh -c 'yes {line} | head -n {lines}; echo finished'\n"
-        "timeout: 2m\n",
+        "name: Flood\ncommand: /bin/sh -c '"
+        f"while [ ! -e {go} ]; do sleep 0.1; done; yes {line} | head -n {lines}; "
+        "sleep 5; echo finished'\ntimeout: 2m\n",
     )
     pcsystemd(box, "reload")
     cursor = journal_cursor(box)
+    box.systemctl("start", "--no-block", "pcsystemd-flood.service")
+    # The run's first messages reach a working journald; then it stops, and the flood begins.
+    wait_until(lambda: "command started" in run_log(box, "flood"), 15, message="the run to start")
     box.systemctl("kill", "--signal=SIGSTOP", "systemd-journald.service")
     try:
-        assert start_and_wait(box, "flood") == 0
+        box.exec(["touch", go])
+        note = f"[pcsystemd] writing to the journal failed: nothing taken for {STALL_SECONDS:g} s"
+        wait_until(lambda: note in run_log(box, "flood"), 60, message="the shim to give up")
     finally:
         box.systemctl("kill", "--signal=SIGCONT", "systemd-journald.service")
+    wait_until(
+        lambda: box.unit_property("pcsystemd-flood.service", "ActiveState") == "inactive",
+        30,
+        message="the run to end",
+    )
     assert box.unit_property("pcsystemd-flood.service", "Result") == "success"
     log = run_log(box, "flood")
-    note = f"[pcsystemd] writing to the journal failed: nothing taken for {STALL_SECONDS:g} s"
-    assert note in log
     printed = [
         entry.partition(" [stdout] ")[2] for entry in log.splitlines() if " [stdout] " in entry
     ]
     assert "".join(printed) == line * lines + "finished"
     assert "# result: success\n" in log
-    # The shim's own warning went as a datagram, which journald read once it ran again.
+    assert last_run(box, "flood")["result"] == "success"
+    # The shim's warning, sent when the run ended, reached journald running again.
     warnings = journal_of(box, "flood", after=cursor, most_priority=4)
     assert "the run's output is complete only in /var/log/pcsystemd/flood/flood-" in warnings
 

@@ -27,7 +27,8 @@ def test_invalid_field_names_are_refused(name: str) -> None:
 
 
 def test_send_without_a_journal_socket_reports_failure(tmp_path: Path) -> None:
-    assert journal.send({"MESSAGE": "x"}, socket_path=str(tmp_path / "missing")) is False
+    missing = str(tmp_path / "missing")
+    assert journal.send({"MESSAGE": "x"}, socket_path=missing) is journal.Delivery.FAILED
 
 
 def test_attached_to_journal_compares_device_and_inode(

@@ -89,10 +89,10 @@ def test_a_failing_mirror_is_noted_in_the_log_after_what_was_queued(
     output.job_output(STDOUT, b"two\n")
     output.stop_writer()
     output.close_log()
-    assert output.mirror_error == "writing to file descriptor 1 failed: Broken pipe"
+    assert output.mirror_error == "writing to standard output failed: Broken pipe"
     lines = (tmp_path / "run.log").read_bytes().splitlines()
     note = (
-        b"12:00:00.000 [pcsystemd] writing to file descriptor 1 failed: Broken pipe"
+        b"12:00:00.000 [pcsystemd] writing to standard output failed: Broken pipe"
         b" (the log file still has everything)"
     )
     # Noted once, after the chunk that failed (the reading thread notices it a chunk or so
