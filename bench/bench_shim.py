@@ -30,12 +30,16 @@ Prints figures and ratios side by side (not a test; nothing is asserted):
      reading and writing threads share CPUs with the job, and every bit of CPU the
      shim spends more than cat (the line prefixes, a log file a fifth larger) shows as lost
      throughput. With a CPU more, the shim's threads would run beside the job.
-   Also shown: the same with the shim's stdout a journal stream (a socket named by
-   $JOURNAL_STREAM, as under systemd, which a thread of this script reads as fast as it
-   can; its CPU is not counted, as journald's would not be), how much of the shim's time
-   is its fixed cost per run (section 1), which is not capture, and the peak RSS of the run
-   (the largest of the shim and its job, as /usr/bin/time reports it): flat, whatever the
-   size of the output.
+   Also shown: the same with the journal framing on (stdout, /dev/null, named by
+   $JOURNAL_STREAM: what framing for journald costs the shim), and with the shim's stdout
+   a journal stream (a socket named by $JOURNAL_STREAM, as under systemd, which a thread
+   of this script reads as fast as it can: the output is copied twice more, into the
+   socket and out of it, and the reader takes CPU from the job and the shim as journald
+   would, though /usr/bin/time does not count it; journald, which parses every line, is
+   slower still, so under systemd the journal sets the pace of a job this verbose); how
+   much of the shim's time is its fixed cost per run (section 1), which is not capture; and
+   the peak RSS of the run (the largest of the shim and its job, as /usr/bin/time reports
+   it): flat, whatever the size of the output.
    Every measured run follows an unmeasured run of the same command whose output was just
    deleted, so that each writes into memory of the same warmth: on a virtual machine whose
    host takes back freed memory (virtio-balloon free page reporting), the first touch of
@@ -270,6 +274,7 @@ def throughput(work: Path, config: Path, args: argparse.Namespace, fixed_cost: f
     baseline_out = work / "cat.out"
     logs = work / "log"
     jobs = flood_jobs(work, args.size, args.line_length)
+    null = os.stat("/dev/null")  # where stdout goes, unless to a journal stream
     # (slug, row): (argv, environment, where its output goes, stdout a journal stream)
     commands: dict[tuple[str, str], tuple[list[str], dict[str, str] | None, Path, bool]] = {}
     for slug, (_, job_argv) in jobs.items():
@@ -277,7 +282,9 @@ def throughput(work: Path, config: Path, args: argparse.Namespace, fixed_cost: f
         shim_env = shim_environment(config, slug)
         piped = f"{shlex.join(job_argv)} | cat > {shlex.quote(str(baseline_out))}"
         commands[slug, "cat"] = (["sh", "-c", piped], None, baseline_out, False)
+        framing_env = {**shim_env, "JOURNAL_STREAM": f"{null.st_dev}:{null.st_ino}"}
         commands[slug, "shim"] = (shim, shim_env, logs / slug, False)
+        commands[slug, "shim+framing"] = (shim, framing_env, logs / slug, False)
         commands[slug, "shim+journal"] = (shim, shim_env, logs / slug, True)
     wall: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
@@ -318,12 +325,15 @@ def throughput(work: Path, config: Path, args: argparse.Namespace, fixed_cost: f
     )
     for slug, (what, _) in jobs.items():
         print(f"  {what}:")
-        best = {row: min(wall[slug, row]) for row in ("cat", "shim", "shim+journal")}
+        best = {
+            row: min(wall[slug, row]) for row in ("cat", "shim", "shim+framing", "shim+journal")
+        }
         median = {row: statistics.median(wall[slug, row]) for row in best}
         least_cpu = {row: min(cpu[slug, row]) for row in best}
         for row, label in (
             ("cat", "  JOB | cat > out"),
             ("shim", "  pcsystemd run-job (log)"),
+            ("shim+framing", "    ... + journal framing"),
             ("shim+journal", "    ... + journal stream"),
         ):
             peak_text = f"{rss[slug, row] / 1024:.1f} MiB" if row != "cat" else ""
