@@ -182,14 +182,13 @@ def assert_whole_flood_logged(text: str) -> None:
     assert "".join(printed) == "0123456789" * FLOOD_LINES
 
 
-def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
-    tmp_path: Path,
-) -> None:
-    """A hung journald stops reading the shim's stream. The shim gives the stream up once it
-    took nothing for the stall limit (a plain write would wait for ever, the job blocked on its
-    full pipe), the log file still gets every line, and the timeout ends the job."""
+def flood_into_unread_journal(
+    tmp_path: Path, *, timeout_seconds: int, stall_seconds: float
+) -> tuple[float, str]:
+    """Run FLOOD with stdout an unread journal stream, until it times out: how long the
+    shim took, and the log file."""
     config = make_config(tmp_path)
-    job = make_job([shell(FLOOD)], timeout_seconds=3)
+    job = make_job([shell(FLOOD)], timeout_seconds=timeout_seconds)
     with unread_journal_stream() as (stream, environment):
         started = time.monotonic()
         finished = run_shim(
@@ -200,41 +199,34 @@ def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
             stdout=stream,
             environment=environment,
             kill_grace_seconds=0.5,
-            output_stall_seconds=1,
+            output_stall_seconds=stall_seconds,
         )
         elapsed = time.monotonic() - started
     assert finished.returncode == runner.EXIT_TIMEOUT, finished
+    assert last_run(config)["result"] == "timeout"
+    return elapsed, only_log(config)
+
+
+def test_a_journal_that_takes_nothing_is_given_up_and_the_timeout_still_works(
+    tmp_path: Path,
+) -> None:
+    """A hung journald stops reading the shim's stream. The shim gives the stream up once it
+    took nothing for the stall limit (a plain write would wait for ever, the job blocked on its
+    full pipe), the log file still gets every line, and the timeout ends the job."""
+    elapsed, text = flood_into_unread_journal(tmp_path, timeout_seconds=3, stall_seconds=1)
     assert 3 <= elapsed < 15
-    text = only_log(config)
     assert_whole_flood_logged(text)
     assert (
         " [pcsystemd] writing to the journal failed: nothing taken for 1 s"
         " (the log file still has everything)\n"
     ) in text
     assert "# result: timeout\n" in text
-    assert last_run(config)["result"] == "timeout"
 
 
 def test_a_timeout_during_a_journal_stall_ends_the_job_on_time(tmp_path: Path) -> None:
     """The stall limit is long, the timeout comes first: the shim waits a second at most."""
-    config = make_config(tmp_path)
-    job = make_job([shell(FLOOD)], timeout_seconds=2)
-    with unread_journal_stream() as (stream, environment):
-        started = time.monotonic()
-        finished = run_shim(
-            job,
-            config,
-            work=tmp_path,
-            timeout=25,
-            stdout=stream,
-            environment=environment,
-            kill_grace_seconds=0.5,
-            output_stall_seconds=60,
-        )
-        elapsed = time.monotonic() - started
-    assert finished.returncode == runner.EXIT_TIMEOUT, finished
+    elapsed, text = flood_into_unread_journal(tmp_path, timeout_seconds=2, stall_seconds=60)
     assert 2 <= elapsed < 10
-    text = only_log(config)
     assert "[pcsystemd] writing to the journal failed: nothing taken for 1 s" in text
     assert "# result: timeout\n" in text
 
