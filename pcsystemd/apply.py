@@ -38,6 +38,7 @@ from pcsystemd.errors import ConfigError, Diagnostic, SystemdError, UsageError
 from pcsystemd.install import Changes, is_generated_by_us, sync_directory
 from pcsystemd.model import (
     DEFAULT_CONFIG_PATH,
+    LOCK_UNIT_PREFIX,
     RELOAD_PATH_UNIT,
     UNIT_PREFIX,
     GlobalConfig,
@@ -60,7 +61,6 @@ GENERATOR_NAME = "pcsystemd-generator"
 CONFIG_VARIABLE = "PCSYSTEMD_CONFIG"
 # A job's service gets TimeoutStopSec= (20 s) to record its result; wait a little longer.
 STOP_TIMEOUT_SECONDS = 60.0
-LOCK_UNIT_PREFIX = f"{UNIT_PREFIX}lock@"
 # `reload --auto`: changes that arrive during a reload do not start pcsystemd-reload.service
 # again (systemd merges them into its running start job), so it looks itself, this often.
 AUTO_RELOAD_ATTEMPTS = 10
@@ -490,7 +490,7 @@ def refuse_other_mode(config: GlobalConfig, wanted: Mode) -> None:
     """Raise ModeError unless the global config puts `wanted` in charge of the units."""
     if config.mode is wanted:
         return
-    where = str(config.source_path or DEFAULT_CONFIG_PATH)
+    where = config.config_file
     if wanted is Mode.APPLY:
         raise ModeError(
             f"refusing to apply: {where} says `mode: {config.mode}`, so pcsystemd-generator "

@@ -53,18 +53,6 @@ def _error_count(diagnostics: Sequence[Diagnostic]) -> int:
     return sum(1 for diagnostic in diagnostics if diagnostic.severity == "error")
 
 
-def _invalid_unit_bases(diagnostics: Sequence[Diagnostic]) -> set[str]:
-    from pathlib import Path
-
-    from pcsystemd.model import unit_base_name
-
-    return {
-        unit_base_name(Path(diagnostic.path).name.removesuffix(".yaml"))
-        for diagnostic in diagnostics
-        if diagnostic.severity == "error"
-    }
-
-
 def _load_all(config: GlobalConfig, paths: Sequence[Path] | None = None) -> tuple[list[Job], int]:
     from pcsystemd.jobfile import load_jobs
 
@@ -76,6 +64,7 @@ def _load_all(config: GlobalConfig, paths: Sequence[Path] | None = None) -> tupl
 def command_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pcsystemd.apply import invalid_unit_bases
     from pcsystemd.install import sync_directory
     from pcsystemd.jobfile import load_jobs
     from pcsystemd.model import Mode
@@ -99,7 +88,7 @@ def command_generate(args: argparse.Namespace) -> int:
     files = render_all(jobs, config, diagnostics)
     print_diagnostics(diagnostics)
     invalid = _error_count(diagnostics)
-    changes = sync_directory(output, files, dry_run=dry_run, keep=_invalid_unit_bases(diagnostics))
+    changes = sync_directory(output, files, dry_run=dry_run, keep=invalid_unit_bases(diagnostics))
     for message in changes.conflict_messages(output):
         print(f"pcsystemd: error: {message}", file=sys.stderr)
     invalid += len(changes.conflicts)

@@ -1,4 +1,4 @@
-"""How a job key's value is read: `Checker`, `Field`, the messages, and every parser.
+"""How a job key's value is read: `Checker`, `Field`, the messages, and the shared parsers.
 
 A parser takes (checker, value, mark of the value, label), reports each problem into the `Checker`
 and returns `INVALID`, so parsing never stops at the first problem and a file's every error is
@@ -17,11 +17,12 @@ from enum import StrEnum
 from urllib.parse import urlsplit
 
 from pcsystemd.errors import Diagnostic
-from pcsystemd.model import DEFAULT_CONFIG_PATH, GlobalConfig
+from pcsystemd.model import GlobalConfig
 from pcsystemd.yamlload import Mark, MarkedList, MarkedMap
 
-# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
-# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+# typing is imported for the type checker only: the runtime shim (`pcsystemd run-job`)
+# reaches this module when it reads a job file itself, and typing alone costs it
+# milliseconds. mypy knows the idiom.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -190,10 +191,6 @@ def check_text(ck: Checker, text: str, mark: Mark, label: str, allowed: str = ""
         )
         ok = False
     return ok
-
-
-def config_name(config: GlobalConfig) -> str:
-    return str(config.source_path) if config.source_path else DEFAULT_CONFIG_PATH
 
 
 # ---------------------------------------------------------------------------------------------

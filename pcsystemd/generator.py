@@ -50,8 +50,6 @@ def generate_into(directory: Path, config: GlobalConfig) -> tuple[int, list[Diag
     _write(directory, files)
     timers = [job.timer_name for job in jobs if job.timer_name in files]
     _link(directory, "timers.target.wants", timers)
-    # The watcher (auto_reload) starts with the other path units at boot.
-    _link(directory, "paths.target.wants", [RELOAD_PATH_UNIT] if RELOAD_PATH_UNIT in files else [])
     return sum(1 for job in jobs if job.service_name in files), diagnostics
 
 
@@ -65,16 +63,18 @@ def keep_watching(directory: Path) -> None:
 
     try:
         _write(directory, render_reload_units(GlobalConfig()))
-        _link(directory, "paths.target.wants", [RELOAD_PATH_UNIT])
     except (PcsystemdError, OSError) as error:
         report(_ERROR, f"no watcher either: {error}")
 
 
 def _write(directory: Path, files: dict[str, str]) -> None:
+    """Write the unit files; the watcher (auto_reload), when among them, is enabled too."""
     # systemd hands us a fresh, empty directory on a tmpfs that nobody reads until we exit:
     # plain writes suffice (no temporary files, no fsync; at boot every millisecond counts).
     for name, text in files.items():
         (directory / name).write_text(text, encoding="utf-8")
+    # The watcher starts with the other path units at boot.
+    _link(directory, "paths.target.wants", [RELOAD_PATH_UNIT] if RELOAD_PATH_UNIT in files else [])
 
 
 def _link(directory: Path, wants_directory: str, units: list[str]) -> None:

@@ -19,7 +19,6 @@ from pcsystemd.fieldparsers import (
     Checker,
     as_marked,
     closest_key,
-    config_name,
     parse_fields,
     show,
     unknown_key_message,
@@ -37,8 +36,9 @@ from pcsystemd.schedule import ScheduleError, compile_schedule
 from pcsystemd.schema import FIELDS, FIELDS_BY_KEY
 from pcsystemd.yamlload import Mark, MarkedMap
 
-# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
-# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+# typing is imported for the type checker only: the runtime shim (`pcsystemd run-job`)
+# reaches this module when it reads a job file itself, and typing alone costs it
+# milliseconds. mypy knows the idiom.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -72,7 +72,7 @@ def merge_defaults(defaults: Mapping[str, Any], job: MarkedMap) -> MarkedMap:
 
 def check_defaults(defaults: MarkedMap, config: GlobalConfig) -> list[Diagnostic]:
     """Validate the global config's `defaults` key by key, so a typo there is found once."""
-    ck = Checker(config_name(config), config)
+    ck = Checker(config.config_file, config)
     for key in defaults:
         field = FIELDS_BY_KEY.get(key)
         if field is None:
@@ -193,7 +193,7 @@ def _check_account(
     if allowed:
         return
     mark = data.value_mark(key) if key in data else data.mark
-    where = config_name(ck.config)
+    where = ck.config.config_file
     if name in ("root", "0"):
         ck.error(
             mark,

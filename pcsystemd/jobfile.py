@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pcsystemd.errors import ConfigError, Diagnostic
-from pcsystemd.fieldparsers import SLUG_PATTERN, SLUG_RULE, config_name
+from pcsystemd.fieldparsers import SLUG_PATTERN, SLUG_RULE
 from pcsystemd.jobbuild import build_job
 from pcsystemd.model import RELOAD_SERVICE_UNIT, RELOAD_SLUG, GlobalConfig, Job
 from pcsystemd.runspec import content_fingerprint
@@ -148,7 +148,7 @@ class _Auditor:
             owner = f"{name} (uid {status.st_uid})" if name else f"uid {status.st_uid}"
             trusted = ", ".join(dict.fromkeys(("root", *self.config.trusted_owners)))
             alternative = (
-                f" (or add {name} to trusted_owners in {config_name(self.config)})" if name else ""
+                f" (or add {name} to trusted_owners in {self.config.config_file})" if name else ""
             )
             problems.append(
                 Diagnostic(

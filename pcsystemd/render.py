@@ -18,6 +18,7 @@ from pcsystemd.model import (
     DEFAULT_CONFIG_PATH,
     GENERATED_MARKER,
     KILL_GRACE_SECONDS,
+    LOCK_UNIT_PREFIX,
     RECORD_MARGIN_SECONDS,
     RELOAD_PATH_UNIT,
     RELOAD_SERVICE_UNIT,
@@ -28,7 +29,7 @@ from pcsystemd.model import (
 )
 
 NOTIFY_TEMPLATE_UNIT = f"{UNIT_PREFIX}notify@.service"
-LOCK_TEMPLATE_UNIT = f"{UNIT_PREFIX}lock@.service"
+LOCK_TEMPLATE_UNIT = f"{LOCK_UNIT_PREFIX}.service"
 _SHIPPED_TEMPLATE_NAMES = ("job.service.j2", "job.timer.j2", "tag.target.j2", "header.j2")
 _DEBIAN_TEMPLATES = Path("/usr/share/pcsystemd/templates")
 _DEFAULT_JOB_DIRECTORY = GlobalConfig().job_directory
@@ -64,7 +65,7 @@ def tag_target_name(tag: str) -> str:
 
 def lock_unit_name(group: str) -> str:
     """The instance of pcsystemd-lock@.service that creates the lock file of `group`."""
-    return f"{UNIT_PREFIX}lock@{group}.service"
+    return f"{LOCK_UNIT_PREFIX}{group}.service"
 
 
 def shipped_templates_directory() -> Path:
@@ -130,22 +131,10 @@ def _managed_directory(directory: Path, base: str, slug: str) -> str | None:
 
 
 def unit_settings(job: Job, config: GlobalConfig) -> UnitSettings:
-    return _unit_settings(job, config, _PerConfig.of(config))
+    return _unit_settings(job, config, shim_command(config, "run-job"))
 
 
-@dataclass(frozen=True)
-class _PerConfig:
-    """What every job's units take from the global config, worked out once per rendering."""
-
-    run_job: tuple[str, ...]  # ExecStart='s command before the slug
-    config_fingerprint: str  # for the run spec (runspec.config_fingerprint_of)
-
-    @classmethod
-    def of(cls, config: GlobalConfig) -> _PerConfig:
-        return cls(shim_command(config, "run-job"), runspec.config_fingerprint_of(config))
-
-
-def _unit_settings(job: Job, config: GlobalConfig, per_config: _PerConfig) -> UnitSettings:
+def _unit_settings(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> UnitSettings:
     logs = _managed_directory(config.log_directory, "/var/log", job.slug)
     state = _managed_directory(config.state_directory, "/var/lib", job.slug)
     writable = list(job.read_write_paths)
@@ -156,7 +145,7 @@ def _unit_settings(job: Job, config: GlobalConfig, per_config: _PerConfig) -> Un
     if state is None:
         writable.append(str(config.state_directory))
     return UnitSettings(
-        exec_start=(*per_config.run_job, job.slug),
+        exec_start=(*run_job, job.slug),
         lock_file=_child(config.lock_directory, f"{job.lock_group}.lock"),
         lock_unit=lock_unit_name(job.lock_group),
         logs_directory=logs,
@@ -166,7 +155,7 @@ def _unit_settings(job: Job, config: GlobalConfig, per_config: _PerConfig) -> Un
         stop_timeout_seconds=KILL_GRACE_SECONDS + RECORD_MARGIN_SECONDS,
         tag_targets=tuple(tag_target_name(tag) for tag in job.tags),
         notify_unit=f"{UNIT_PREFIX}notify@{job.slug}.service",
-        run_spec=runspec.encode(runspec.compile_spec(job, config, per_config.config_fingerprint)),
+        run_spec=runspec.encode(runspec.compile_spec(job, config)),
     )
 
 
@@ -219,11 +208,11 @@ def _render(config: GlobalConfig, template_name: str, **context: object) -> str:
 
 def render_job(job: Job, config: GlobalConfig) -> dict[str, str]:
     """The job's service unit and, when it is scheduled and enabled, its timer."""
-    return _render_job(job, config, _PerConfig.of(config))
+    return _render_job(job, config, shim_command(config, "run-job"))
 
 
-def _render_job(job: Job, config: GlobalConfig, per_config: _PerConfig) -> dict[str, str]:
-    unit = _unit_settings(job, config, per_config)
+def _render_job(job: Job, config: GlobalConfig, run_job: tuple[str, ...]) -> dict[str, str]:
+    unit = _unit_settings(job, config, run_job)
     context = {"job": job, "unit": unit, "source": str(job.source_path)}
     files = {job.service_name: _render(config, "job.service.j2", **context)}
     if job.scheduled:
@@ -250,10 +239,10 @@ def render_all(
     jobs = sorted(jobs, key=lambda job: job.slug)
     files: dict[str, str] = {}
     timers_by_tag: dict[str, list[str]] = {}
-    per_config = _PerConfig.of(config)  # the same for every job: worked out once
+    run_job = shim_command(config, "run-job")  # the same for every job: looked up once
     for job in jobs:
         try:
-            files.update(_render_job(job, config, per_config))
+            files.update(_render_job(job, config, run_job))
         except RenderError as error:
             if problems is None:
                 raise

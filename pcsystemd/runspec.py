@@ -32,7 +32,12 @@ import zlib
 
 from pcsystemd import leanjson
 from pcsystemd.record import fields, record
-from pcsystemd.vocabulary import DEFAULT_CONFIG_PATH, Overlap, unit_base_name
+from pcsystemd.vocabulary import (
+    MAX_FILE_BYTES,
+    Overlap,
+    retry_delay,
+    unit_base_name,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,8 +53,6 @@ _FORMAT = 1
 # A spec larger than this is not put into the unit (MAX_ARG_STRLEN is 128 KiB).
 MAX_SPEC_BYTES = 64 * 1024
 ABSENT = "absent"
-# Job and config files are small; a larger file is not fingerprinted (the slow way decides).
-_MAX_SOURCE_BYTES = 1024 * 1024
 
 
 @record
@@ -95,8 +98,9 @@ class RunSpec:
 
     def retry_delay_before(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1-based); as model.Retries."""
-        delay = self.retry_delay_seconds * self.retry_backoff ** (attempt - 1)
-        return min(delay, self.retry_max_delay_seconds)
+        return retry_delay(
+            self.retry_delay_seconds, self.retry_backoff, self.retry_max_delay_seconds, attempt
+        )
 
     def job_log_directory(self) -> str:
         return os.path.join(self.log_directory, self.slug)
@@ -116,9 +120,11 @@ def fingerprint(path: str) -> str | None:
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
             return None
-        data = os.read(fd, _MAX_SOURCE_BYTES + 1)
+        # One byte more than the file has (or than is allowed): a file that grew is noticed.
+        data = os.read(fd, min(status.st_size, MAX_FILE_BYTES) + 1)
     except OSError:
         return None
     finally:
@@ -132,20 +138,15 @@ def content_fingerprint(data: bytes) -> str | None:
     The compiler takes it from the very bytes it compiled: fingerprinting the file again
     later could pair an edit made in between with a spec of the old content.
     """
-    if len(data) > _MAX_SOURCE_BYTES:
+    # Larger files are refused by the compiler anyway (yamlload): the slow way then says so.
+    if len(data) > MAX_FILE_BYTES:
         return None
     return f"{len(data)}:{zlib.crc32(data):08x}"
 
 
-def config_file_of(config: GlobalConfig) -> str:
-    """The global config file a spec depends on: the one read, else the default path (no file
-    means all defaults, and a config file that appears later must be noticed)."""
-    return str(config.source_path or DEFAULT_CONFIG_PATH)
-
-
 def config_fingerprint_of(config: GlobalConfig) -> str:
     """The fingerprint a spec records for the global config (see `compile_spec`)."""
-    return _source_fingerprint(config.source_fingerprint, config_file_of(config))
+    return _source_fingerprint(config.source_fingerprint, config.config_file)
 
 
 def _source_fingerprint(loaded: str | None, path: str) -> str:
@@ -153,15 +154,8 @@ def _source_fingerprint(loaded: str | None, path: str) -> str:
     return loaded if loaded is not None else fingerprint(path) or ""
 
 
-def compile_spec(job: Job, config: GlobalConfig, config_fingerprint: str | None = None) -> RunSpec:
-    """The spec of a validated job under a global config (the compiler's side).
-
-    `config_fingerprint`: fingerprint(config_file_of(config)) when the caller compiles many
-    jobs under one config and has read it once already.
-    """
-    config_file = config_file_of(config)
-    if config_fingerprint is None:
-        config_fingerprint = config_fingerprint_of(config)
+def compile_spec(job: Job, config: GlobalConfig) -> RunSpec:
+    """The spec of a validated job under a global config (the compiler's side)."""
     return RunSpec(
         slug=job.slug,
         name=job.name,
@@ -191,8 +185,8 @@ def compile_spec(job: Job, config: GlobalConfig, config_fingerprint: str | None 
         log_retention_days=config.log_retention_days,
         job_file=str(job.source_path),
         job_fingerprint=_source_fingerprint(job.source_fingerprint, str(job.source_path)),
-        config_file=config_file,
-        config_fingerprint=config_fingerprint,
+        config_file=config.config_file,
+        config_fingerprint=config_fingerprint_of(config),
     )
 
 
@@ -222,7 +216,7 @@ def decode(text: str) -> RunSpec:
             values[name] = tuple(tuple(item) for item in values[name])
         for name in ("success_exit_codes", "unrecoverable_exit_codes"):
             values[name] = tuple(values[name])
-    except (KeyError, TypeError) as error:
+    except TypeError as error:  # a value of the wrong shape (the names were checked above)
         raise ValueError(f"incomplete run spec ({error})") from None
     return RunSpec(**values)
 

@@ -12,7 +12,8 @@ on it: it ORs the day fields whenever neither expands to every value (so `0 0 */
 odd days OR Mondays, where cron runs on odd Mondays), and it reads an equal range such as `10-10`
 as the whole field (cron: just 10). The calendar proof tests compare against both.
 
-Importing this module must stay cheap: the runtime shim reaches it through jobbuild at start-up.
+Importing this module must stay cheap: the runtime shim reaches it through jobbuild when it
+reads a job file itself (no current run spec in the unit).
 """
 
 from __future__ import annotations

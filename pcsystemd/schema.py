@@ -41,8 +41,9 @@ from pcsystemd.fieldparsers import (
 from pcsystemd.model import Hardening, Overlap, Retries
 from pcsystemd.yamlload import Mark, MarkedMap
 
-# typing is imported for the type checker only: the runtime shim's start-up (`pcsystemd
-# run-job`) reaches this module, and typing alone costs it milliseconds. mypy knows the idiom.
+# typing is imported for the type checker only: the runtime shim (`pcsystemd run-job`)
+# reaches this module when it reads a job file itself, and typing alone costs it
+# milliseconds. mypy knows the idiom.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any

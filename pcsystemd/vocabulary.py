@@ -12,6 +12,9 @@ from enum import StrEnum
 
 UNIT_PREFIX = "pcsystemd-"
 DEFAULT_CONFIG_PATH = "/etc/pcsystemd/pcsystemd.yaml"
+# A job file or the global config larger than this is refused (yamlload), and has no
+# fingerprint in a run spec (runspec).
+MAX_FILE_BYTES = 1024 * 1024
 # Seconds between the SIGTERM and the SIGKILL the shim sends a job's process group; the
 # renderer derives TimeoutStopSec= from it so systemd waits for the shim to finish its records.
 KILL_GRACE_SECONDS = 10
@@ -19,18 +22,16 @@ KILL_GRACE_SECONDS = 10
 RECORD_MARGIN_SECONDS = 10
 
 
+def retry_delay(
+    delay_seconds: float, backoff: float, max_delay_seconds: float, attempt: int
+) -> float:
+    """Seconds to wait before retry number `attempt` (1-based): the job's `retries` settings."""
+    return min(delay_seconds * backoff ** (attempt - 1), max_delay_seconds)
+
+
 def unit_base_name(slug: str) -> str:
     """The one place a job's slug becomes a unit name (slugs are already unit-name safe)."""
     return f"{UNIT_PREFIX}{slug}"
-
-
-class Mode(StrEnum):
-    """How compiled units reach systemd; exactly one mode owns a host's pcsystemd units."""
-
-    GENERATOR = (
-        "generator"  # pcsystemd-generator at boot and daemon-reload (/run/systemd/generator)
-    )
-    APPLY = "apply"  # `pcsystemd apply` from config management (/etc/systemd/system)
 
 
 class Overlap(StrEnum):
@@ -46,20 +47,6 @@ class Overlap(StrEnum):
     def is_failure(self) -> bool:
         """Whether finding the lock held (after any waiting) counts as a failed run."""
         return self is not Overlap.SKIP
-
-
-class Hardening(StrEnum):
-    """How strictly systemd sandboxes a job; `strict` is the default a job may relax."""
-
-    NONE = "none"  # no sandboxing beyond User=/Group=
-    BASIC = "basic"  # NoNewPrivileges, PrivateTmp, ProtectSystem=full, ProtectHome=read-only...
-    STRICT = (
-        "strict"  # basic + ProtectSystem=strict (read-only /), ProtectHome=yes, kernel protections
-    )
-
-    def at_least(self, other: Hardening) -> bool:
-        order = [Hardening.NONE, Hardening.BASIC, Hardening.STRICT]
-        return order.index(self) >= order.index(other)
 
 
 class RunResult(StrEnum):

@@ -21,8 +21,8 @@ import yaml.reader
 import yaml.resolver
 
 from pcsystemd.errors import ConfigError, Diagnostic
+from pcsystemd.vocabulary import MAX_FILE_BYTES as MAX_FILE_BYTES
 
-MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 20  # a job file needs 3 levels, the global config 5; libyaml slows down quadratically
 MAX_VALUES = 100_000  # every scalar, list and mapping, counting each use of an alias again
 

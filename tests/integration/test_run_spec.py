@@ -20,6 +20,7 @@ from pcsystemd import locking, runner, runspec
 from pcsystemd.config import load_global_config
 from pcsystemd.jobfile import load_job
 from pcsystemd.record import replace
+from pcsystemd.vocabulary import DEFAULT_CONFIG_PATH
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # The modules the spec spares every run (what the slow way, reading the job file, imports).
@@ -229,7 +230,7 @@ def test_the_spec_records_what_was_compiled_not_what_is_there_later(tmp_path: Pa
 
 
 def test_a_missing_default_config_is_recorded_as_absent_when_loaded() -> None:
-    if os.path.exists(runspec.DEFAULT_CONFIG_PATH):
+    if os.path.exists(DEFAULT_CONFIG_PATH):
         pytest.skip("this machine has a global config")
     config = load_global_config(None, {})
     assert config.source_fingerprint == runspec.ABSENT
