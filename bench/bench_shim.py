@@ -73,11 +73,10 @@ import print_output  # beside this script
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
-# What /usr/bin/pcsystemd does (packaging/pcsystemd-entry-point), this checkout first.
+# What /usr/bin/pcsystemd does: the package's entry point itself, this checkout first.
 ENTRY = (
-    f"import sys; sys.path.insert(0, {str(REPOSITORY)!r}); "
-    "sys.path.append('/usr/lib/python3/dist-packages'); "
-    "from pcsystemd.cli import main; sys.exit(main())"
+    f"import sys; sys.path.insert(0, {str(REPOSITORY)!r})\n"
+    + (REPOSITORY / "packaging" / "pcsystemd-entry-point").read_text()
 )
 SYSTEM_PYTHON = "/usr/bin/python3"
 PRINTER = Path(print_output.__file__).resolve()
@@ -221,6 +220,15 @@ def overhead(config: Path, runs: int) -> float:
     return min(s for s, _ in results[first_shim])
 
 
+# The rows of section 2, each job's: row -> label.
+CAPTURE_ROWS = {
+    "cat": "  JOB | cat > out",
+    "shim": "  pcsystemd run-job (log)",
+    "shim+framing": "    ... + journal framing",
+    "shim+journal": "    ... + journal stream",
+}
+
+
 def flood_jobs(work: Path, size: int, line_length: int) -> dict[str, tuple[str, list[str]]]:
     """The capture test's jobs, each a job file in `work` and the same command for the
     baseline: slug -> (what the job is, its argv)."""
@@ -325,17 +333,10 @@ def throughput(work: Path, config: Path, args: argparse.Namespace, fixed_cost: f
     )
     for slug, (what, _) in jobs.items():
         print(f"  {what}:")
-        best = {
-            row: min(wall[slug, row]) for row in ("cat", "shim", "shim+framing", "shim+journal")
-        }
-        median = {row: statistics.median(wall[slug, row]) for row in best}
-        least_cpu = {row: min(cpu[slug, row]) for row in best}
-        for row, label in (
-            ("cat", "  JOB | cat > out"),
-            ("shim", "  pcsystemd run-job (log)"),
-            ("shim+framing", "    ... + journal framing"),
-            ("shim+journal", "    ... + journal stream"),
-        ):
+        best = {row: min(wall[slug, row]) for row in CAPTURE_ROWS}
+        median = {row: statistics.median(wall[slug, row]) for row in CAPTURE_ROWS}
+        least_cpu = {row: min(cpu[slug, row]) for row in CAPTURE_ROWS}
+        for row, label in CAPTURE_ROWS.items():
             peak_text = f"{rss[slug, row] / 1024:.1f} MiB" if row != "cat" else ""
             print(
                 f"  {label:28} {best[row]:8.2f} {mib / best[row]:8.0f}"

@@ -13,6 +13,9 @@ the shim writes to its stream).
 
 from __future__ import annotations
 
+import os
+import socket
+
 INFO = 6
 # journald's LineMax= default.
 LINE_MAX = 48 * 1024
@@ -52,3 +55,18 @@ def parse_priority(line: bytes, default_priority: int) -> tuple[int, bytes]:
     if not (digits.isascii() and digits.isdigit()) or int(digits) > 7:
         return default_priority, line
     return int(digits), line[end + 1 :]
+
+
+# A send buffer for a test's journal stream socket, whatever the host's default
+# (net.core.wmem_default): what a test writes must not all fit into it.
+SMALL_SEND_BUFFER = 64 * 1024
+
+
+def small_send_buffer(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
+
+
+def journal_stream_variable(fd: int) -> dict[str, str]:
+    """$JOURNAL_STREAM naming `fd`, as systemd sets it under StandardOutput=journal."""
+    status = os.fstat(fd)
+    return {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}

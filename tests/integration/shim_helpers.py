@@ -252,3 +252,8 @@ def write_yaml_setup(tmp_path: Path, job_text: str | None) -> Path:
         "allowed_users: [root]\nallow_root: true\n"
     )
     return config_file
+
+
+def write_root_job_setup(tmp_path: Path, command: str) -> Path:
+    """write_yaml_setup with a job `quick` that runs `command` as root."""
+    return write_yaml_setup(tmp_path, f"name: Quick\ncommand: {command}\nuser: root\n")

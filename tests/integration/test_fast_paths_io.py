@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shim_helpers import write_yaml_setup
+from shim_helpers import write_root_job_setup
 
 from pcsystemd.config import load_global_config
 from pcsystemd.errors import ConfigError
@@ -25,10 +25,6 @@ from pcsystemd.yamlload import MAX_FILE_BYTES
 
 OURS = f"# {GENERATED_MARKER} from /etc/pcsystemd/jobs/a.yaml\n[Unit]\n"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the jobs run as root")
-
-
-def shim_setup(tmp_path: Path, command: str) -> Path:
-    return write_yaml_setup(tmp_path, f"name: Quick\ncommand: {command}\nuser: root\n")
 
 
 def run_as_console_script(config_file: Path) -> subprocess.CompletedProcess[str]:
@@ -50,7 +46,9 @@ def run_as_console_script(config_file: Path) -> subprocess.CompletedProcess[str]
 
 @needs_root
 def test_the_shim_ends_its_process_with_everything_written(tmp_path: Path) -> None:
-    config_file = shim_setup(tmp_path, "/bin/sh -c 'echo to stdout; echo to stderr >&2; exit 3'")
+    config_file = write_root_job_setup(
+        tmp_path, "/bin/sh -c 'echo to stdout; echo to stderr >&2; exit 3'"
+    )
     result = run_as_console_script(config_file)
     assert result.returncode == 3, result
     # Piped, stdout is block-buffered: the lines arrive only if it was flushed before the end,
@@ -66,7 +64,7 @@ def test_the_shim_ends_its_process_with_everything_written(tmp_path: Path) -> No
 
 @needs_root
 def test_the_shim_exits_zero_after_a_good_run(tmp_path: Path) -> None:
-    result = run_as_console_script(shim_setup(tmp_path, "/bin/true"))
+    result = run_as_console_script(write_root_job_setup(tmp_path, "/bin/true"))
     assert result.returncode == 0, result
     assert result.stdout == "atexit ran\n"
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from journald_stream import small_send_buffer
 
 from pcsystemd import journal, runlog
 
@@ -104,16 +105,6 @@ def test_the_stream_sender_is_for_sockets_and_leaves_the_descriptor_blocking(
         assert os.get_blocking(ours.fileno()), "O_NONBLOCK would change fd 2 and others too"
 
 
-def small_send_buffer(sock: socket.socket) -> socket.socket:
-    """The writing end of a stream with a send buffer of its own size, whatever the host's
-    default (net.core.wmem_default): what a test writes must not all fit into it."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_SEND_BUFFER)
-    return sock
-
-
-SMALL_SEND_BUFFER = 64 * 1024
-
-
 def test_writing_to_a_stream_nobody_reads_fails_after_the_stall_limit() -> None:
     ours, theirs = socket.socketpair()
     small_send_buffer(ours)
@@ -137,7 +128,7 @@ def test_a_slow_reader_is_not_a_stall() -> None:
     def read_slowly() -> None:  # 1.6 s or more for all of it, never a second without reading
         while len(received) < size:
             time.sleep(0.1)
-            received.extend(theirs.recv(256 * 1024))
+            received.extend(theirs.recv(128 * 1024))
 
     with ours, theirs:
         reader = threading.Thread(target=read_slowly, daemon=True)

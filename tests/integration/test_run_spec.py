@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from shim_helpers import write_yaml_setup
+from shim_helpers import write_root_job_setup
 
 from pcsystemd import locking, runner, runspec
 from pcsystemd.config import load_global_config
@@ -42,8 +42,7 @@ HEAVY = (
 )
 
 
-def set_up(tmp_path: Path, command: str = "/bin/echo compiled") -> Path:
-    return write_yaml_setup(tmp_path, f"name: Quick\ncommand: {command}\nuser: root\n")
+ECHO = "/bin/echo compiled"  # the job most tests run
 
 
 def unit_spec(config_file: Path) -> str:
@@ -78,6 +77,8 @@ def run_job(
         check=False,
     )
     modules = result.stdout.strip().splitlines()[-1].split() if result.stdout.strip() else []
+    # The module report is the last line: without it, no check of `modules` could fail.
+    assert "pcsystemd.cli" in modules, result
     return result, modules
 
 
@@ -87,7 +88,7 @@ def only_log(tmp_path: Path) -> str:
 
 
 def test_a_current_spec_runs_the_job_without_reading_it_the_slow_way(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path, "/usr/bin/env")
+    config_file = write_root_job_setup(tmp_path, "/usr/bin/env")
     result, modules = run_job(config_file, unit_spec(config_file))
     assert result.returncode == 0, result
     log = only_log(tmp_path)
@@ -100,7 +101,7 @@ def test_a_current_spec_runs_the_job_without_reading_it_the_slow_way(tmp_path: P
 
 
 def test_an_edited_job_file_is_read_again(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     spec = unit_spec(config_file)
     job_file = tmp_path / "jobs" / "quick.yaml"
     job_file.write_text("name: Quick\ncommand: /bin/echo edited\nuser: root\n")
@@ -114,7 +115,7 @@ def test_an_edited_job_file_is_read_again(tmp_path: Path) -> None:
 
 
 def test_an_edit_that_keeps_the_size_is_noticed(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path, "/bin/echo aaaa")
+    config_file = write_root_job_setup(tmp_path, "/bin/echo aaaa")
     spec = unit_spec(config_file)
     (tmp_path / "jobs" / "quick.yaml").write_text(
         "name: Quick\ncommand: /bin/echo bbbb\nuser: root\n"
@@ -124,7 +125,7 @@ def test_an_edit_that_keeps_the_size_is_noticed(tmp_path: Path) -> None:
 
 
 def test_a_changed_global_config_is_read_again(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     spec = unit_spec(config_file)
     with config_file.open("a") as config:
         config.write("history_length: 3\n")
@@ -134,7 +135,7 @@ def test_a_changed_global_config_is_read_again(tmp_path: Path) -> None:
 
 
 def test_a_removed_job_file_fails_the_run_clearly(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     spec = unit_spec(config_file)
     (tmp_path / "jobs" / "quick.yaml").unlink()
     result, _ = run_job(config_file, spec)
@@ -144,7 +145,7 @@ def test_a_removed_job_file_fails_the_run_clearly(tmp_path: Path) -> None:
 
 
 def test_a_job_file_made_invalid_fails_the_run_with_its_position(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     spec = unit_spec(config_file)
     (tmp_path / "jobs" / "quick.yaml").write_text("name: Quick\ncommand: /bin/true\nschedul: x\n")
     result, _ = run_job(config_file, spec)
@@ -162,7 +163,7 @@ def test_a_job_file_made_invalid_fails_the_run_with_its_position(tmp_path: Path)
     ],
 )
 def test_a_spec_of_another_format_is_not_used(tmp_path: Path, mangle: object) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     data = json.loads(unit_spec(config_file))
     assert callable(mangle)
     result, _ = run_job(config_file, json.dumps(mangle(data)))
@@ -171,7 +172,7 @@ def test_a_spec_of_another_format_is_not_used(tmp_path: Path, mangle: object) ->
 
 
 def test_a_spec_round_trips_and_says_what_it_was_compiled_from(tmp_path: Path) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     config = load_global_config(config_file)
     job = load_job(config, "quick")
     spec = runspec.compile_spec(job, config)
@@ -202,7 +203,7 @@ def test_no_config_file_is_a_fingerprint_too(tmp_path: Path) -> None:
 def test_no_spec_when_the_job_file_cannot_be_fingerprinted_or_it_is_too_large(
     tmp_path: Path,
 ) -> None:
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     config = load_global_config(config_file)
     spec = runspec.compile_spec(load_job(config, "quick"), config)
     assert runspec.encode(replace(spec, job_fingerprint="")) is None
@@ -214,7 +215,7 @@ def test_no_spec_when_the_job_file_cannot_be_fingerprinted_or_it_is_too_large(
 def test_the_spec_records_what_was_compiled_not_what_is_there_later(tmp_path: Path) -> None:
     # An edit that lands between the compiler reading the job file (or the config) and writing
     # the unit must not be taken as compiled: the spec fingerprints the bytes it was built from.
-    config_file = set_up(tmp_path)
+    config_file = write_root_job_setup(tmp_path, ECHO)
     config = load_global_config(config_file)
     job = load_job(config, "quick")
     assert job.source_fingerprint == runspec.fingerprint(str(job.source_path))

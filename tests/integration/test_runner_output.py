@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from journald_stream import journald_entries
+from journald_stream import journal_stream_variable, journald_entries
+from run_logs import captured
 from shim_helpers import (
     last_run,
     log_files,
@@ -24,18 +25,6 @@ from shim_helpers import (
 )
 
 from pcsystemd import journal
-
-PREFIX = re.compile(rb"^\d\d:\d\d:\d\d\.\d{3} \[(stdout|stderr|pcsystemd)\] ", re.M)
-
-
-def captured(log: bytes, mark: bytes) -> bytes:
-    """The job's bytes of one stream, recovered from the log file's prefixed lines."""
-    lines = []
-    for line in log.split(b"\n"):
-        match = PREFIX.match(line)
-        if match and match[1] == mark:
-            lines.append(line[match.end() :])
-    return b"\n".join(lines)
 
 
 def test_binary_and_invalid_utf8_pass_through_untouched(tmp_path: Path) -> None:
@@ -133,13 +122,12 @@ def journal_run(tmp_path: Path, script: str, **job_options: Any) -> bytes:
     config = make_config(tmp_path)
     stream = tmp_path / "journal-stream"
     with open(stream, "wb") as handle:
-        status = os.fstat(handle.fileno())
         finished = run_shim(
             make_job([shell(script)], **job_options),
             config,
             work=tmp_path,
             stdout=handle,
-            environment={"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"},
+            environment=journal_stream_variable(handle.fileno()),
         )
     assert finished.stderr == b"", finished
     return stream.read_bytes()

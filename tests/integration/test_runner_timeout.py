@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from journald_stream import journal_stream_variable, small_send_buffer
+from run_logs import captured
 from shim_helpers import (
     last_run,
-    log_files,
     make_config,
     make_job,
     only_log,
@@ -162,24 +162,39 @@ FLOOD_LINES = 400_000
 FLOOD = f"yes 0123456789 | head -n {FLOOD_LINES}; exec sleep 300"
 
 
+class UnreadJournalStream:
+    """A journal stream whose reader, journald's end, never reads (as if journald hung)."""
+
+    def __init__(self) -> None:
+        self.unread, stream = socket.socketpair()
+        small_send_buffer(stream)
+        self.stream = stream
+        self.fd = stream.fileno()  # for the shim's stdout
+        self.environment = journal_stream_variable(self.fd)
+
+    def is_full(self) -> bool:
+        """Whether the writer has filled it: bytes wait, and no more arrive for a while."""
+        waiting = self.waiting()
+        time.sleep(0.3)
+        return waiting > 0 and self.waiting() == waiting
+
+    def waiting(self) -> int:
+        try:
+            return len(self.unread.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return 0
+
+
 @contextlib.contextmanager
-def unread_journal_stream() -> Iterator[tuple[int, dict[str, str]]]:
-    """A journal stream whose reader, journald's end, never reads (as if journald hung): the
-    descriptor for the shim's stdout, and the $JOURNAL_STREAM naming it."""
-    unread, stream = socket.socketpair()
-    # Whatever the host's default: the output must not all fit into the socket.
-    stream.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
-    with unread, stream:
-        status = os.fstat(stream.fileno())
-        yield stream.fileno(), {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+def unread_journal_stream() -> Iterator[UnreadJournalStream]:
+    journal_stream = UnreadJournalStream()
+    with journal_stream.unread, journal_stream.stream:
+        yield journal_stream
 
 
 def assert_whole_flood_logged(text: str) -> None:
     # Every byte, in order (the shim's note may have ended a line early, so no newlines).
-    printed = [
-        line.partition(" [stdout] ")[2] for line in text.splitlines() if " [stdout] " in line
-    ]
-    assert "".join(printed) == "0123456789" * FLOOD_LINES
+    assert captured(text.encode(), b"stdout").replace(b"\n", b"") == b"0123456789" * FLOOD_LINES
 
 
 def flood_into_unread_journal(
@@ -189,15 +204,15 @@ def flood_into_unread_journal(
     shim took, and the log file."""
     config = make_config(tmp_path)
     job = make_job([shell(FLOOD)], timeout_seconds=timeout_seconds)
-    with unread_journal_stream() as (stream, environment):
+    with unread_journal_stream() as journal_stream:
         started = time.monotonic()
         finished = run_shim(
             job,
             config,
             work=tmp_path,
             timeout=30,
-            stdout=stream,
-            environment=environment,
+            stdout=journal_stream.fd,
+            environment=journal_stream.environment,
             kill_grace_seconds=0.5,
             output_stall_seconds=stall_seconds,
         )
@@ -234,19 +249,19 @@ def test_a_timeout_during_a_journal_stall_ends_the_job_on_time(tmp_path: Path) -
 def test_a_stop_during_a_journal_stall_is_acted_on_at_once(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     job = make_job([shell(FLOOD)], timeout_seconds=600)
-    with unread_journal_stream() as (stream, environment):
+    with unread_journal_stream() as journal_stream:
         process = start_shim(
             job,
             config,
             work=tmp_path,
-            stdout=stream,
-            environment=environment,
+            stdout=journal_stream.fd,
+            environment=journal_stream.environment,
             kill_grace_seconds=0.5,
             output_stall_seconds=60,
         )
         try:
-            wait_for(lambda: log_files(config), 10, "the run's log file")
-            time.sleep(1)  # the stream is full by now, the shim waiting for room
+            # Stopped while the shim waits for room in the stream.
+            wait_for(journal_stream.is_full, 10, "the journal stream to fill up")
             stopped_at = time.monotonic()
             process.send_signal(signal.SIGTERM)
             process.communicate(timeout=20)
